@@ -1,0 +1,1 @@
+"""Benchmarks: each times a candidate beside its baseline in one process (see harness.py)."""

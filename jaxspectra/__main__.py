@@ -1,0 +1,3 @@
+from jaxspectra.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""The ``jaxspectra`` command.
+
+Subcommands::
+
+  jaxspectra reproduce NAME [--preset smoke|full] [--out DIR] [--set key=value ...]
+  jaxspectra list                      # the reproducible experiments and their presets
+  jaxspectra train --config FILE [--set a.b=value ...]
+  jaxspectra sweep --config FILE [--set a.b=value ...]
+  jaxspectra bench [NAME ...] [--out docs/benchmarks.md] [--quick]
+
+Experiments are the modules of the top-level ``experiments`` package; each defines ``PRESETS``
+(a dict whose keys include ``smoke`` and ``full``), a one-line ``DESCRIPTION`` and
+``run(preset, out_dir, overrides) -> dict``. They are discovered, not registered by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+
+def _experiment_modules() -> dict[str, str]:
+    import experiments
+
+    names = {}
+    for info in pkgutil.iter_modules(experiments.__path__):
+        if info.name.startswith("_") or info.name == "common":
+            continue
+        names[info.name] = f"experiments.{info.name}"
+    return names
+
+
+def _load_experiment(name: str):
+    mods = _experiment_modules()
+    key = name.replace("-", "_")
+    if key not in mods:
+        known = ", ".join(sorted(mods)) or "(none)"
+        raise SystemExit(f"jaxspectra: unknown experiment {name!r}. Known: {known}")
+    return importlib.import_module(mods[key])
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """Parse ``key=value`` strings (values stay strings; the consumer validates and converts)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"jaxspectra: --set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    mod = _load_experiment(args.name)
+    if args.preset not in mod.PRESETS:
+        raise SystemExit(
+            f"jaxspectra: experiment {args.name!r} has no preset {args.preset!r}; "
+            f"choose one of {sorted(mod.PRESETS)}"
+        )
+    out = Path(args.out) if args.out else Path("runs") / args.name.replace("-", "_") / args.preset
+    result = mod.run(args.preset, out, parse_overrides(args.set))
+    report = result.get("report") if isinstance(result, dict) else None
+    print(f"jaxspectra: {args.name} ({args.preset}) done; outputs in {out}")
+    if report:
+        print(f"jaxspectra: report {report}")
+    return 0 if not (isinstance(result, dict) and result.get("passed") is False) else 1
+
+
+def _cmd_list(_: argparse.Namespace) -> int:
+    for name, modname in sorted(_experiment_modules().items()):
+        mod = importlib.import_module(modname)
+        print(f"{name:32s} presets={sorted(mod.PRESETS)}  {getattr(mod, 'DESCRIPTION', '')}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from jaxspectra.train import cli as train_cli
+
+    return int(train_cli.train_command(args.config, parse_overrides(args.set)) or 0)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from jaxspectra.train import cli as train_cli
+
+    return int(train_cli.sweep_command(args.config, parse_overrides(args.set)) or 0)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks import run as bench_run
+
+    return bench_run.main(args.names, out=args.out, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxspectra", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("reproduce", help="run a paper experiment")
+    r.add_argument("name")
+    r.add_argument("--preset", default="smoke")
+    r.add_argument("--out", default=None, help="output directory (default runs/NAME/PRESET)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field")
+    r.set_defaults(func=_cmd_reproduce)
+
+    sub.add_parser("list", help="list experiments").set_defaults(func=_cmd_list)
+
+    for name, func in (("train", _cmd_train), ("sweep", _cmd_sweep)):
+        t = sub.add_parser(name, help=f"{name} from a config file")
+        t.add_argument("--config", required=True)
+        t.add_argument("--set", action="append", metavar="A.B=VALUE")
+        t.set_defaults(func=func)
+
+    b = sub.add_parser("bench", help="run named benchmarks and write docs/benchmarks.md")
+    b.add_argument("names", nargs="*")
+    b.add_argument("--out", default="docs/benchmarks.md")
+    b.add_argument("--quick", action="store_true", help="small sizes (CPU sanity check)")
+    b.set_defaults(func=_cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
