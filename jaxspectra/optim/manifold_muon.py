@@ -1,0 +1,505 @@
+"""Manifold Muon on the Stiefel, DGram and oblique manifolds (paper 004, App. A) as optax.
+
+For each managed matrix W (worked on *tall*, m ≥ n: wide matrices are transposed and transposed
+back, as in the paper) with gradient g, one step is
+
+1. sum-form Nesterov momentum ``optax.trace(decay=μ, nesterov=True)``: buf ← μ·buf + g,
+   G = g + μ·buf (μ = 0.95; *not* ``optax.contrib.muon``'s EMA — with an EMA the undamped dual
+   step α below would be effectively 1/(1 − μ) = 20× larger relative to ‖G‖);
+2. the direction A = argmax ⟨G, A⟩ s.t. ‖A‖₂ ≤ 1 and P(WᵀA + AᵀW) = 0 by dual ascent on a
+   symmetric multiplier Λ (paper 004 App. A, "Dual ascent"; the extracted text lost the formulas,
+   ``../shared/papers/README.md`` spells them out):
+
+   * Λ₀ = −¼·P(WᵀG + GᵀW) (the linearised warm start),
+   * for k = 0 … K−1: A = sign(G + 2W·P(½(Λ + Λᵀ))), H = P(WᵀA + AᵀW);
+     stop this matrix if RMS(H) < tol (``early_stop``, the authors' training path);
+     Λ ← Λ − α(1 − k/K)·H;
+
+   with P the identity (Stiefel), the off-diagonal part (DGram) or the diagonal part (oblique) of
+   a symmetric n×n matrix. (The Lagrangian ⟨G, A⟩ + ⟨Λ, P(WᵀA + AᵀW)⟩ = ⟨G + 2W·P(Λ), A⟩ for
+   symmetric Λ; its maximiser over the spectral ball is the matrix sign and its Λ-gradient is H.)
+3. W ← retract(W − η·A) (:mod:`jaxspectra.optim.retractions`).
+
+The transformation returns ``updates = retract(W − η·A) − W`` (apply with
+``optax.apply_updates``), so it must be the last element of a chain and needs ``params``.
+Matrices of the same (tall) shape are stacked into one bank and solved together (one batched
+``lax.while_loop``; the early stop freezes each matrix at its own step and the loop ends when
+every matrix of the bank has stopped or K is reached — the same result as a per-matrix loop).
+
+Measured on the authors' algorithm in float64 with an exact sign (``../shared/papers/README.md``,
+re-checked by ``tests/optim/test_manifold_muon.py``): a square Stiefel matrix starts at violation
+~1e-15 (Λ₀ is already exact there: G + 2WΛ₀ = W·skew(WᵀG)) and, without the early stop, the
+iteration amplifies round-off; a DGram matrix's violation falls only slowly within K = 20.
+Options beyond the paper, off by default because they change the result: ``safeguard`` returns
+the inner iterate of lowest violation; ``warm_start`` starts Λ from the previous step's Λ.
+
+Metrics (read from the state): ``state.violation`` (RMS of H for the returned A) and
+``state.inner_steps`` (sign evaluations used), one entry per matrix (leading batch axes, plus a
+trailing axis of 3 for a split qkv).
+
+Example:
+  >>> import jax, jax.numpy as jnp, optax
+  >>> params = {"block_0": {"attn": {"o": {"kernel": jax.random.normal(jax.random.key(0), (8, 8))}}}}
+  >>> params = project_to_manifold(params, "stiefel", sign_method="svd")
+  >>> opt = manifold_muon(0.02, "stiefel", sign_method="svd")
+  >>> state = opt.init(params)
+  >>> grads = jax.tree.map(jnp.ones_like, params)
+  >>> updates, state = opt.update(grads, state, params)
+  >>> w = optax.apply_updates(params, updates)["block_0"]["attn"]["o"]["kernel"]
+  >>> bool(jnp.allclose(w.T @ w, jnp.eye(8), atol=1e-5))
+  True
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxspectra import groups
+from jaxspectra.optim import retractions
+from jaxspectra.optim.retractions import MANIFOLDS, check_manifold, check_retraction
+
+__all__ = [
+    "MANIFOLDS",
+    "ManifoldMuonState",
+    "dual_ascent",
+    "manifold_muon",
+    "paper004",
+    "project_to_manifold",
+    "tangent_projector",
+]
+
+QKV_MODES = ("whole", "split")
+
+
+class ManifoldMuonState(NamedTuple):
+    """State of :func:`manifold_muon`.
+
+    Attributes:
+      count: number of updates applied (drives a learning-rate schedule and the warm start).
+      momentum: ``optax.TraceState`` of the sum-form Nesterov momentum.
+      dual: per-leaf multiplier Λ of the returned direction (tall orientation, ``(..., n, n)``)
+        when ``warm_start=True``, else ``None``.
+      violation: per-leaf RMS(P(WᵀA + AᵀW)) of the direction used at the last step.
+      inner_steps: per-leaf number of sign evaluations of the last step (≤ ``inner_steps``).
+    """
+
+    count: jax.Array
+    momentum: optax.TraceState
+    dual: Any
+    violation: Any
+    inner_steps: Any
+
+
+# --------------------------------------------------------------------------------------------
+# Single-bank algebra (tall matrices, leading batch axis)
+# --------------------------------------------------------------------------------------------
+
+
+def tangent_projector(manifold: str) -> Callable[[jax.Array], jax.Array]:
+    """The self-adjoint projector P on symmetric ``(..., n, n)`` matrices of ``manifold``."""
+    check_manifold(manifold)
+    if manifold == "stiefel":
+        return lambda m: m
+    if manifold == "dgram":
+        return lambda m: m * (1 - jnp.eye(m.shape[-1], dtype=m.dtype))
+    return lambda m: m * jnp.eye(m.shape[-1], dtype=m.dtype)
+
+
+def _mT(x: jax.Array) -> jax.Array:
+    return jnp.swapaxes(x, -1, -2)
+
+
+def _rms(h: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.mean(jnp.square(h), axis=(-2, -1)))
+
+
+def dual_ascent(
+    w: jax.Array,
+    g: jax.Array,
+    manifold: str,
+    *,
+    inner_steps: int = 20,
+    alpha: float = 0.1,
+    tol: float = 1e-6,
+    early_stop: bool = True,
+    safeguard: bool = False,
+    sign_method: str | None = None,
+    lam0: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Direction A = argmax ⟨G, A⟩ s.t. ‖A‖₂ ≤ 1, P(WᵀA + AᵀW) = 0 for a tall bank.
+
+    Args:
+      w, g: ``(B, m, n)`` with ``m >= n`` (W on its manifold, G the momentum direction).
+      manifold: ``"stiefel"``, ``"dgram"`` or ``"oblique"`` (chooses P).
+      inner_steps: K, the maximum number of dual steps (sign evaluations).
+      alpha: dual step size, annealed as α(1 − k/K).
+      tol: early-stop threshold on RMS(H).
+      early_stop: stop each matrix at the first step with RMS(H) < tol.
+      safeguard: return the iterate of lowest violation instead of the last one.
+      sign_method: method of :func:`jaxspectra.linalg.matrix_sign` (``None``: its default).
+      lam0: initial multiplier ``(B, n, n)``; ``None`` uses Λ₀ = −¼·P(WᵀG + GᵀW).
+
+    Returns:
+      ``(A, violation, steps, lam)``: the direction ``(B, m, n)``, RMS(H) of A ``(B,)``, sign
+      evaluations used ``(B,)`` (int32) and the multiplier Λ that produced A ``(B, n, n)``.
+    """
+    proj = tangent_projector(manifold)
+    batch = w.shape[0]
+    wtg = _mT(w) @ g
+    if lam0 is None:
+        lam0 = -0.25 * proj(wtg + _mT(wtg))
+    lam0 = lam0.astype(w.dtype)
+    sel = lambda mask, a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+
+    def body(carry):
+        k, lam, a_out, v_out, lam_out, used, done = carry
+        lam_s = 0.5 * (lam + _mT(lam))
+        a = retractions.matrix_sign(g + 2.0 * (w @ proj(lam_s)), sign_method).astype(w.dtype)
+        wta = _mT(w) @ a
+        h = proj(wta + _mT(wta))
+        v = _rms(h)
+        active = ~done
+        take = active & (v < v_out) if safeguard else active
+        a_out = sel(take, a, a_out)
+        v_out = jnp.where(take, v, v_out)
+        lam_out = sel(take, lam, lam_out)
+        used = jnp.where(active, k + 1, used)
+        stop = active & (v < tol) if early_stop else jnp.zeros_like(active)
+        step = (alpha * (1.0 - k / inner_steps)).astype(w.dtype)
+        lam = sel(active & ~stop, lam - step * h, lam)
+        return k + 1, lam, a_out, v_out, lam_out, used, done | stop
+
+    def cond(carry):
+        k, *_, done = carry
+        return (k < inner_steps) & ~jnp.all(done)
+
+    init = (
+        jnp.asarray(0, jnp.int32),
+        lam0,
+        jnp.zeros_like(w),
+        jnp.full((batch,), jnp.inf, w.dtype),
+        lam0,
+        jnp.zeros((batch,), jnp.int32),
+        jnp.zeros((batch,), bool),
+    )
+    _, _, a, v, lam, used, _ = jax.lax.while_loop(cond, body, init)
+    return a, v, used, lam
+
+
+# --------------------------------------------------------------------------------------------
+# Leaves ↔ tall banks
+# --------------------------------------------------------------------------------------------
+
+
+class _Layout(NamedTuple):
+    """How a leaf maps to a tall bank ``(B, m, n)`` and back."""
+
+    shape: tuple[int, ...]  # the leaf's shape
+    split: bool  # fused qkv split into Q, K, V
+    wide: bool  # transposed
+    batch_shape: tuple[int, ...]  # metric shape (leading axes, + (3,) when split)
+    mn: tuple[int, int]  # tall matrix shape
+
+
+def _layout(path: str, shape: tuple[int, ...], qkv: str) -> _Layout:
+    if len(shape) < 2:
+        raise ValueError(
+            f"manifold_muon manages matrices, but parameter {path!r} has shape {shape} "
+            f"({len(shape)}-D); exclude it with optax.partition / a mask (1-D params go to AdamW)"
+        )
+    split = qkv == "split" and groups.module_name(path) == "qkv"
+    rows, cols = shape[-2], shape[-1]
+    lead = tuple(shape[:-2])
+    if split:
+        if cols % 3:
+            raise ValueError(f"qkv='split' needs {path!r}'s last axis divisible by 3, got {shape}")
+        cols //= 3
+        lead = lead + (3,)
+    wide = rows < cols
+    mn = (cols, rows) if wide else (rows, cols)
+    return _Layout(tuple(shape), split, wide, lead, mn)
+
+
+def _to_bank(x: jax.Array, lay: _Layout) -> jax.Array:
+    if lay.split:
+        x = jnp.stack(groups.split_qkv(x), axis=-3)
+    if lay.wide:
+        x = _mT(x)
+    return x.reshape((-1,) + lay.mn)
+
+
+def _from_bank(x: jax.Array, lay: _Layout) -> jax.Array:
+    x = x.reshape(lay.batch_shape + lay.mn)
+    if lay.wide:
+        x = _mT(x)
+    if lay.split:
+        x = groups.merge_qkv(*(x[..., i, :, :] for i in range(3)))
+    return x
+
+
+def _compute_dtype(dtype: Any) -> Any:
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _flatten(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return [(groups.path_to_str(p), x) for p, x in leaves], treedef
+
+
+def _check_sign_method(sign_method: str | None) -> None:
+    if sign_method is None:
+        return
+    from jaxspectra import linalg
+
+    known = getattr(linalg, "SIGN_METHODS", None)
+    if known is not None and sign_method not in known:
+        raise ValueError(f"unknown sign_method {sign_method!r}; expected one of {list(known)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def project_to_manifold(
+    params: Any,
+    manifold: str,
+    mask: Any = None,
+    retraction: str = "default",
+    *,
+    qkv: str = "whole",
+    sign_method: str | None = None,
+) -> Any:
+    """Put the (masked) matrices of ``params`` on ``manifold`` (paper 004: once, at init).
+
+    Args:
+      params: a pytree of arrays.
+      manifold: ``"stiefel"``, ``"dgram"`` or ``"oblique"``.
+      mask: ``None`` (every leaf; each must be ≥ 2-D), a pytree of bools like ``params`` (or a
+        prefix of it), or a callable ``params -> mask``. Unmasked leaves are returned unchanged.
+      retraction: ``"default"`` or, for DGram, ``"sorted"`` (the authors').
+      qkv: ``"whole"`` or ``"split"`` (a fused qkv put on the manifold per Q, K, V).
+      sign_method: method of :func:`jaxspectra.linalg.matrix_sign`.
+    """
+    check_retraction(manifold, retraction)
+    _check_qkv(qkv)
+    _check_sign_method(sign_method)
+    if mask is None:
+        mask_tree = jax.tree.map(lambda _: True, params)
+    else:
+        mask_tree = mask(params) if callable(mask) else mask
+        mask_tree = jax.tree.map(
+            lambda m, sub: jax.tree.map(lambda _: bool(m), sub), mask_tree, params
+        )
+
+    def one(path, x, on):
+        if not on:
+            return x
+        p = groups.path_to_str(path)
+        lay = _layout(p, jnp.shape(x), qkv)
+        x = jnp.asarray(x)
+        bank = _to_bank(x.astype(_compute_dtype(x.dtype)), lay)
+        out = retractions.retract(bank, manifold, retraction, sign_method=sign_method)
+        return _from_bank(out, lay).astype(x.dtype)
+
+    return jax.tree_util.tree_map_with_path(one, params, mask_tree)
+
+
+def _check_qkv(qkv: str) -> None:
+    if qkv not in QKV_MODES:
+        raise ValueError(f"unknown qkv mode {qkv!r}; expected one of {list(QKV_MODES)}")
+
+
+def manifold_muon(
+    learning_rate: optax.ScalarOrSchedule,
+    manifold: str = "stiefel",
+    *,
+    momentum: float = 0.95,
+    inner_steps: int = 20,
+    alpha: float = 0.1,
+    tol: float = 1e-6,
+    early_stop: bool = True,
+    sign_method: str | None = None,
+    retraction: str = "default",
+    safeguard: bool = False,
+    warm_start: bool = False,
+    qkv: str = "whole",
+) -> optax.GradientTransformation:
+    """Manifold Muon (paper 004, App. A) as an ``optax.GradientTransformation``.
+
+    Every leaf it sees must be a matrix (``(..., fan_in, fan_out)``; leading axes are a batch of
+    matrices); route embeddings, head and 1-D params elsewhere with ``optax.partition`` (see
+    ``jaxspectra.optim.module_wise``). No weight decay is applied (paper 004: none on
+    manifold-managed weights). Put the weights on the manifold first with
+    :func:`project_to_manifold`.
+
+    Args:
+      learning_rate: η (a scalar or an optax schedule of the step count).
+      manifold: ``"stiefel"`` (WᵀW = I), ``"dgram"`` (WᵀW diagonal) or ``"oblique"``
+        (diag(WᵀW) = 1).
+      momentum: μ of the sum-form Nesterov momentum (``optax.trace(μ, nesterov=True)``).
+      inner_steps: K, maximum dual-ascent steps (20 in the paper).
+      alpha: dual step size α (0.1 in the paper), annealed α(1 − k/K).
+      tol: early-stop threshold on RMS(P(WᵀA + AᵀW)) (1e-6, the authors' default).
+      early_stop: stop each matrix once below ``tol`` (the authors' training path).
+      sign_method: method of :func:`jaxspectra.linalg.matrix_sign` for the inner signs and the
+        polar-factor retractions (``None``: that function's default).
+      retraction: ``"default"`` (fixes manifold points) or ``"sorted"`` (DGram only: the
+        authors' (U Vᵀ)·diag(S)).
+      safeguard: return the inner iterate of lowest violation (beyond the paper).
+      warm_start: start Λ from the previous step's multiplier (beyond the paper; the first step
+        uses Λ₀ = −¼·P(WᵀG + GᵀW)).
+      qkv: ``"whole"`` (the authors': a fused qkv is one matrix) or ``"split"`` (Q, K and V each
+        constrained separately; the leaf is found by its module name ``qkv``).
+
+    Returns:
+      An ``optax.GradientTransformation`` whose ``update(grads, state, params)`` returns
+      ``retract(W − η·A) − W`` with state :class:`ManifoldMuonState`.
+    """
+    check_retraction(manifold, retraction)
+    _check_qkv(qkv)
+    _check_sign_method(sign_method)
+    if inner_steps < 1:
+        raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if alpha <= 0 or tol < 0:
+        raise ValueError(f"need alpha > 0 and tol >= 0, got alpha={alpha}, tol={tol}")
+    trace = optax.trace(decay=momentum, nesterov=True)
+
+    def layouts(params):
+        flat, _ = _flatten(params)
+        return [_layout(p, jnp.shape(x), qkv) for p, x in flat]
+
+    def init_fn(params):
+        flat, treedef = _flatten(params)
+        lays = layouts(params)
+        dual = None
+        if warm_start:
+            dual = treedef.unflatten(
+                [
+                    jnp.zeros(lay.batch_shape + (lay.mn[1],) * 2, _compute_dtype(x.dtype))
+                    for lay, (_, x) in zip(lays, flat)
+                ]
+            )
+        viol = treedef.unflatten(
+            [jnp.zeros(lay.batch_shape, _compute_dtype(x.dtype)) for lay, (_, x) in zip(lays, flat)]
+        )
+        steps = treedef.unflatten([jnp.zeros(lay.batch_shape, jnp.int32) for lay in lays])
+        return ManifoldMuonState(
+            count=jnp.zeros([], jnp.int32),
+            momentum=trace.init(params),
+            dual=dual,
+            violation=viol,
+            inner_steps=steps,
+        )
+
+    def update_fn(grads, state, params=None):
+        if params is None:
+            raise ValueError("manifold_muon needs params: call update(grads, state, params)")
+        g_tree, mom_state = trace.update(grads, state.momentum, params)
+        flat_w, treedef = _flatten(params)
+        flat_g = treedef.flatten_up_to(g_tree)
+        lays = [_layout(p, jnp.shape(x), qkv) for p, x in flat_w]
+        lam_prev = treedef.flatten_up_to(state.dual) if warm_start else [None] * len(flat_w)
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+
+        # Group leaves into banks of equal tall shape and compute dtype.
+        banks: dict[Any, list[int]] = collections.defaultdict(list)
+        for i, ((_, w), lay) in enumerate(zip(flat_w, lays)):
+            banks[(lay.mn, _compute_dtype(w.dtype))].append(i)
+
+        new_w: list[Any] = [None] * len(flat_w)
+        viol: list[Any] = [None] * len(flat_w)
+        used: list[Any] = [None] * len(flat_w)
+        lams: list[Any] = [None] * len(flat_w)
+        for (_, cdt), idx in banks.items():
+            w = [_to_bank(flat_w[i][1].astype(cdt), lays[i]) for i in idx]
+            g = [_to_bank(flat_g[i].astype(cdt), lays[i]) for i in idx]
+            sizes = [x.shape[0] for x in w]
+            w_b = jnp.concatenate(w) if len(w) > 1 else w[0]
+            g_b = jnp.concatenate(g) if len(g) > 1 else g[0]
+            lam0 = None
+            if warm_start:
+                n = lays[idx[0]].mn[1]
+                prev = jnp.concatenate([lam_prev[i].reshape(-1, n, n).astype(cdt) for i in idx])
+                fresh = -0.25 * tangent_projector(manifold)(
+                    _mT(w_b) @ g_b + _mT(g_b) @ w_b
+                )
+                lam0 = jnp.where(state.count == 0, fresh, prev)
+            a, v, k, lam = dual_ascent(
+                w_b,
+                g_b,
+                manifold,
+                inner_steps=inner_steps,
+                alpha=alpha,
+                tol=tol,
+                early_stop=early_stop,
+                safeguard=safeguard,
+                sign_method=sign_method,
+                lam0=lam0,
+            )
+            eta = jnp.asarray(lr, cdt)
+            w_new = retractions.retract(w_b - eta * a, manifold, retraction, sign_method=sign_method)
+            offsets = [0]
+            for s in sizes:
+                offsets.append(offsets[-1] + s)
+            for j, i in enumerate(idx):
+                lo, hi = offsets[j], offsets[j + 1]
+                lay = lays[i]
+                new_w[i] = _from_bank(w_new[lo:hi], lay)
+                viol[i] = v[lo:hi].reshape(lay.batch_shape)
+                used[i] = k[lo:hi].reshape(lay.batch_shape)
+                lams[i] = lam[lo:hi].reshape(lay.batch_shape + lam.shape[-2:])
+
+        updates = [
+            (nw - w.astype(nw.dtype)).astype(w.dtype) for nw, (_, w) in zip(new_w, flat_w)
+        ]
+        new_state = ManifoldMuonState(
+            count=optax.safe_increment(state.count),
+            momentum=mom_state,
+            dual=treedef.unflatten(lams) if warm_start else None,
+            violation=treedef.unflatten(viol),
+            inner_steps=treedef.unflatten(used),
+        )
+        return treedef.unflatten(updates), new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+PAPER004_SIGN = "polar_express"
+
+
+def paper004(
+    learning_rate: optax.ScalarOrSchedule,
+    manifold: str = "stiefel",
+    **overrides: Any,
+) -> optax.GradientTransformation:
+    """Manifold Muon with paper 004's choices (the authors' public code).
+
+    K = 20, α = 0.1, tol = 1e-6 with the per-matrix early stop, μ = 0.95 sum-form Nesterov,
+    Polar-Express sign in bf16 (10 steps), the sorted SVD retraction (U Vᵀ)·diag(S) for DGram (the
+    polar factor for Stiefel, column normalisation for oblique), no safeguard, no warm start, a
+    fused qkv constrained whole. ``overrides`` replace any of these keyword arguments.
+    """
+    check_manifold(manifold)
+    kw: dict[str, Any] = dict(
+        momentum=0.95,
+        inner_steps=20,
+        alpha=0.1,
+        tol=1e-6,
+        early_stop=True,
+        sign_method=PAPER004_SIGN,
+        retraction="sorted" if manifold == "dgram" else "default",
+        safeguard=False,
+        warm_start=False,
+        qkv="whole",
+    )
+    kw.update(overrides)
+    return manifold_muon(learning_rate, manifold, **kw)
