@@ -1,0 +1,298 @@
+"""Run configuration: frozen dataclasses loaded from TOML, overridden by ``--set a.b=value``.
+
+A config file has one table per section (every key optional; defaults below)::
+
+    [run]          dir, seed, num_devices (0 = all), compile_cache_dir, distributed
+    [model]        name, dtype (compute), param_dtype, [model.options] (fields of the preset)
+    [data]         source, data_dir, tokenizer, batch_size, seq_len, eval_batches, eval_split,
+                   seed
+    [optim]        name, learning_rate, schedule, warmup_steps, clip_norm, weight_decay,
+                   lr_multipliers, [optim.options], [optim.schedule_options], [optim.msign]
+    [train]        steps, grad_accum, eval_every, log_every, sharding, peak_tflops, progress
+    [checkpoint]   every, keep, async_save, dir, resume
+    [instability]  thresholds of :mod:`jaxspectra.train.instability`
+    [sweep]        seeds, [sweep.axes] ("section.key" = [values, ...])
+
+Everything is validated by :func:`load_config` / :func:`from_dict` before any compute: an unknown
+key (in the file or in ``--set``) is an error that lists the known keys of its section, a value of
+the wrong type is an error naming the key. The resolved config is dumped into the run directory
+as ``config.toml`` (:func:`dump_toml`), so ``jaxspectra train --config <run>/config.toml``
+re-runs it.
+
+Example:
+  >>> cfg = from_dict({"train": {"steps": 10}, "data": {"batch_size": 4}})
+  >>> cfg.train.steps, cfg.data.batch_size
+  (10, 4)
+  >>> apply_overrides(cfg, {"optim.learning_rate": "3e-3"}).optim.learning_rate
+  0.003
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A configuration problem found before any compute (names the key and the fix)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSection:
+    dir: str = "runs/train"
+    seed: int = 0
+    num_devices: int = 0  # 0 = every visible device
+    compile_cache_dir: str = ""  # "" = no persistent compilation cache
+    distributed: bool = False  # call jax.distributed.initialize() (multi-host)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSection:
+    name: str = "gpt-tiny"
+    dtype: str = "float32"  # compute dtype (bfloat16 on accelerators)
+    param_dtype: str = "float32"
+    options: dict = dataclasses.field(default_factory=dict)  # preset field overrides
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSection:
+    source: str = "synthetic"
+    data_dir: str = ""
+    tokenizer: str = "byte"
+    batch_size: int = 8  # global batch (all devices, all micro-batches)
+    seq_len: int = 32
+    eval_batches: int = 2
+    eval_split: str = "val"  # "valid" for wikitext2
+    seed: int = -1  # -1 = run.seed
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSection:
+    name: str = "adamw"
+    learning_rate: float = 1e-3
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    clip_norm: float = 1.0  # 0 = no clipping
+    weight_decay: float = -1.0  # < 0: leave the optimiser's default
+    lr_multipliers: bool = True  # apply the model's per-leaf LR multipliers (muP)
+    options: dict = dataclasses.field(default_factory=dict)
+    schedule_options: dict = dataclasses.field(default_factory=dict)
+    msign: dict = dataclasses.field(default_factory=dict)  # {} = no MSign wrapper
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSection:
+    steps: int = 100
+    grad_accum: int = 1
+    eval_every: int = 0  # 0 = only at the end
+    log_every: int = 1
+    sharding: str = "replicated"  # or "fsdp"
+    peak_tflops: float = 790.0  # for MFU (H100 measured bf16 peak; spec 989)
+    progress: bool = True
+    stop_on_nonfinite: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSection:
+    every: int = 0  # 0 = no periodic checkpoints (the final one is still written if keep > 0)
+    keep: int = 2
+    async_save: bool = True
+    dir: str = ""  # "" = <run.dir>/checkpoints
+    resume: bool = True  # resume from the latest checkpoint when one exists
+
+
+@dataclasses.dataclass(frozen=True)
+class InstabilitySection:
+    spike_after: float = 0.1  # fraction of training after which spikes count
+    spike_delta: float = 1.0  # nats above the best loss so far
+    drift_window: float = 0.2  # final fraction of evaluations
+    drift_delta: float = 0.1  # nats above the best loss
+    degrade_delta: float = 0.5  # nats above the best loss = "degraded"
+    recover_delta: float = 0.2  # must come back within this many nats of the best
+    early_fraction: float = 1.0  # non-finite before this fraction of steps = early termination
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSection:
+    seeds: list = dataclasses.field(default_factory=list)  # [] = [run.seed]
+    axes: dict = dataclasses.field(default_factory=dict)  # "optim.learning_rate" = [..]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    run: RunSection = RunSection()
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    optim: OptimSection = OptimSection()
+    train: TrainSection = TrainSection()
+    checkpoint: CheckpointSection = CheckpointSection()
+    instability: InstabilitySection = InstabilitySection()
+    sweep: SweepSection = SweepSection()
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_SECTION_TYPES = get_type_hints(Config)
+# dict-valued fields: free-form tables whose keys the consumer validates
+_FREE_TABLES = {"options", "schedule_options", "msign", "axes"}
+
+
+def _fields(cls) -> dict[str, type]:
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(section: str, key: str, typ: type, value: Any) -> Any:
+    where = f"{section}.{key}"
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {where!r} expects true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"config key {where!r} expects an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config key {where!r} expects a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {where!r} expects a string, got {value!r}")
+        return value
+    if typ is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {where!r} expects a table, got {value!r}")
+        return dict(value)
+    if typ is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {where!r} expects a list, got {value!r}")
+        return list(value)
+    raise TypeError(typ)  # pragma: no cover
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Build a :class:`Config` from nested dicts, rejecting unknown sections/keys."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"a config must be a table of sections, got {type(d).__name__}")
+    unknown = set(d) - set(_SECTION_TYPES)
+    if unknown:
+        raise ConfigError(
+            f"unknown config section(s) {sorted(unknown)}; known sections: {sorted(_SECTION_TYPES)}"
+        )
+    sections = {}
+    for name, cls in _SECTION_TYPES.items():
+        raw = d.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config section [{name}] must be a table, got {raw!r}")
+        fields = _fields(cls)
+        bad = set(raw) - set(fields)
+        if bad:
+            raise ConfigError(
+                f"unknown key(s) {sorted(f'{name}.{k}' for k in bad)}; known keys of [{name}]: "
+                f"{sorted(fields)}"
+            )
+        sections[name] = cls(**{k: _coerce(name, k, fields[k], v) for k, v in raw.items()})
+    return Config(**sections)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Nested plain dicts (round-trips through :func:`from_dict`)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set`` value as a TOML value (``3e-3``, ``true``, ``[1, 2]``), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, str] | None) -> Config:
+    """Apply ``{"section.key[.sub]": "value"}`` overrides (strings parsed by :func:`parse_value`).
+
+    Keys inside a free-form table (``model.options.d_model``, ``sweep.axes.optim.learning_rate``)
+    are allowed; everything else must name a known field.
+    """
+    d = to_dict(cfg)
+    for key, text in (overrides or {}).items():
+        parts = key.split(".")
+        if len(parts) < 2:
+            raise ConfigError(
+                f"--set key {key!r} must be section.key; known sections: {sorted(_SECTION_TYPES)}"
+            )
+        section, field = parts[0], parts[1]
+        if section not in d:
+            raise ConfigError(
+                f"--set key {key!r}: unknown section {section!r}; known: {sorted(_SECTION_TYPES)}"
+            )
+        if field not in d[section]:
+            raise ConfigError(
+                f"--set key {key!r}: unknown key {field!r}; known keys of [{section}]: "
+                f"{sorted(d[section])}"
+            )
+        value = parse_value(text) if isinstance(text, str) else text
+        if len(parts) == 2:
+            d[section][field] = value
+        elif field in _FREE_TABLES:
+            sub = ".".join(parts[2:]) if field == "axes" else None
+            if sub is not None:
+                d[section][field][sub] = value
+            else:
+                tbl = d[section][field]
+                for p in parts[2:-1]:
+                    tbl = tbl.setdefault(p, {})
+                tbl[parts[-1]] = value
+        else:
+            raise ConfigError(f"--set key {key!r}: {section}.{field} is not a table")
+    return from_dict(d)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, str] | None = None) -> Config:
+    """Read a TOML file (``None``: defaults) and apply ``--set`` overrides; validates keys/types."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist (pass --config <file.toml>)")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {e}") from e
+    return apply_overrides(from_dict(data), overrides)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} to TOML")
+
+
+def _dump_table(prefix: str, tbl: dict[str, Any], out: list[str]) -> None:
+    scalars = {k: v for k, v in tbl.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in tbl.items() if isinstance(v, dict)}
+    out.append(f"[{prefix}]")
+    for k, v in scalars.items():
+        out.append(f"{json.dumps(k) if '.' in k else k} = {_toml_value(v)}")
+    out.append("")
+    for k, v in tables.items():
+        _dump_table(f"{prefix}.{json.dumps(k) if '.' in k else k}", v, out)
+
+
+def dump_toml(cfg: Config) -> str:
+    """The config as TOML text (readable back with :func:`load_config`)."""
+    out: list[str] = []
+    for name, section in to_dict(cfg).items():
+        _dump_table(name, section, out)
+    return "\n".join(out)

@@ -1,0 +1,141 @@
+"""Instability verdict of a run from its evaluation-loss curve (paper 004, App. A).
+
+Paper 004 classifies a run as *unstable* if any of four conditions holds; the extraction lost
+their numbers (and the authors' code has none), so jaxspectra defines them here. Losses are in
+nats; ``best(<i)`` is the lowest finite evaluation loss strictly before evaluation ``i``; ``T`` is
+the planned number of steps; thresholds are :class:`jaxspectra.train.config.InstabilitySection`.
+
+1. **Hard loss spike** — an evaluation at step ``≥ spike_after·T`` with
+   ``L_i > best(<i) + spike_delta`` (default 1.0 nat: ×2.7 perplexity; evaluation noise of a
+   converging run is ≪ 0.1 nat, so this is a spike, not a fluctuation). The first ``10%`` of
+   training is excluded because early curves are steep and noisy.
+2. **Persistent drift** — the mean over the final ``drift_window`` fraction (default 20%, at least
+   one evaluation) exceeds the best loss reached *before* that window by ``drift_delta`` (default
+   0.1 nat): the run has left its best loss and stayed away. Comparing with the best before the
+   window (not the global minimum) keeps a still-descending curve from being flagged.
+3. **Failure to recover from degradation** — some evaluation ``i`` is degraded,
+   ``L_i ≥ best(<i) + degrade_delta`` (default 0.5 nat), and every later evaluation stays above
+   ``best(<i) + recover_delta`` (default 0.2 nat).
+4. **Early termination** — a non-finite training or evaluation loss at a step
+   ``≤ early_fraction·T`` (default 1.0: any non-finite loss before the planned end).
+
+"Small fluctuations within the stable trajectory of converged runs are not treated as unstable"
+(paper 004): each threshold is far above evaluation noise. The trainer stops a run at its first
+non-finite loss and keeps its last good checkpoint (:mod:`jaxspectra.train.loop`).
+
+Example:
+  >>> from jaxspectra.train.config import InstabilitySection
+  >>> v = assess([100, 200, 300, 400], [4.0, 3.5, 3.2, 3.1], 400, InstabilitySection())
+  >>> v["unstable"]
+  False
+  >>> assess([100, 200, 300, 400], [4.0, 3.5, 5.0, 3.1], 400, InstabilitySection())["criteria"][
+  ...     "hard_spike"]["step"]
+  300
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from jaxspectra.train.config import InstabilitySection
+
+CRITERIA = ("hard_spike", "persistent_drift", "failure_to_recover", "early_nonfinite")
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _crit(triggered: bool, step: int | None = None, detail: str = "") -> dict[str, Any]:
+    return {"triggered": bool(triggered), "step": step, "detail": detail}
+
+
+def assess(
+    steps: Sequence[int],
+    losses: Sequence[float],
+    total_steps: int,
+    th: InstabilitySection | None = None,
+    nonfinite_step: int | None = None,
+) -> dict[str, Any]:
+    """The verdict: ``{"unstable", "criteria": {name: {triggered, step, detail}}, "thresholds"}``.
+
+    Args:
+      steps, losses: the evaluation curve (non-finite values allowed; they trigger criterion 4).
+      total_steps: the planned length of the run ``T``.
+      th: thresholds (defaults documented in the module docstring).
+      nonfinite_step: the step of a non-finite *training* loss, if the run stopped on one.
+    """
+    th = th or InstabilitySection()
+    steps = [int(s) for s in steps]
+    losses = [float(x) for x in losses]
+    crit: dict[str, dict[str, Any]] = {}
+
+    # 4. early non-finite
+    bad = [s for s, x in zip(steps, losses) if not _finite(x)]
+    first_bad = min([s for s in [nonfinite_step, *bad] if s is not None], default=None)
+    early_limit = th.early_fraction * total_steps
+    crit["early_nonfinite"] = _crit(
+        first_bad is not None and first_bad <= early_limit,
+        first_bad,
+        f"non-finite loss at step {first_bad}" if first_bad is not None else "",
+    )
+
+    fin = [(s, x) for s, x in zip(steps, losses) if _finite(x)]
+    # best strictly before each evaluation
+    best_before: list[float] = []
+    best = math.inf
+    for _, x in fin:
+        best_before.append(best)
+        best = min(best, x)
+
+    # 1. hard spike
+    spike = None
+    for (s, x), b in zip(fin, best_before):
+        if s >= th.spike_after * total_steps and b < math.inf and x > b + th.spike_delta:
+            spike = (s, x, b)
+            break
+    crit["hard_spike"] = _crit(
+        spike is not None,
+        spike[0] if spike else None,
+        f"loss {spike[1]:.4g} > best {spike[2]:.4g} + {th.spike_delta}" if spike else "",
+    )
+
+    # 2. persistent drift
+    n = len(fin)
+    k = max(1, math.ceil(th.drift_window * n))
+    drift = None
+    if n > k:
+        window = [x for _, x in fin[-k:]]
+        ref = min(x for _, x in fin[:-k])
+        mean = sum(window) / k
+        if mean > ref + th.drift_delta:
+            drift = (fin[-k][0], mean, ref)
+    crit["persistent_drift"] = _crit(
+        drift is not None,
+        drift[0] if drift else None,
+        f"mean of final {k} eval(s) {drift[1]:.4g} > earlier best {drift[2]:.4g} + "
+        f"{th.drift_delta}" if drift else "",
+    )
+
+    # 3. failure to recover
+    fail = None
+    for i, ((s, x), b) in enumerate(zip(fin, best_before)):
+        if b < math.inf and x >= b + th.degrade_delta:
+            if all(y > b + th.recover_delta for _, y in fin[i:]):
+                fail = (s, x, b)
+                break
+    crit["failure_to_recover"] = _crit(
+        fail is not None,
+        fail[0] if fail else None,
+        f"degraded to {fail[1]:.4g} (best {fail[2]:.4g}) and never back within "
+        f"{th.recover_delta}" if fail else "",
+    )
+
+    return {
+        "unstable": any(c["triggered"] for c in crit.values()),
+        "criteria": {name: crit[name] for name in CRITERIA},
+        "thresholds": dataclasses.asdict(th),
+    }
