@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxspectra import groups
+from jaxspectra import groups, linalg
 from jaxspectra.optim import retractions
 from jaxspectra.optim.retractions import MANIFOLDS, check_manifold, check_retraction
 
@@ -129,7 +129,7 @@ def dual_ascent(
     tol: float = 1e-6,
     early_stop: bool = True,
     safeguard: bool = False,
-    sign_method: str | None = None,
+    sign_method: str = "auto",
     lam0: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Direction A = argmax ⟨G, A⟩ s.t. ‖A‖₂ ≤ 1, P(WᵀA + AᵀW) = 0 for a tall bank.
@@ -142,7 +142,7 @@ def dual_ascent(
       tol: early-stop threshold on RMS(H).
       early_stop: stop each matrix at the first step with RMS(H) < tol.
       safeguard: return the iterate of lowest violation instead of the last one.
-      sign_method: method of :func:`jaxspectra.linalg.matrix_sign` (``None``: its default).
+      sign_method: method of :func:`jaxspectra.linalg.matrix_sign` (``"auto"``: its accurate float32 route).
       lam0: initial multiplier ``(B, n, n)``; ``None`` uses Λ₀ = −¼·P(WᵀG + GᵀW).
 
     Returns:
@@ -252,14 +252,12 @@ def _flatten(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
     return [(groups.path_to_str(p), x) for p, x in leaves], treedef
 
 
-def _check_sign_method(sign_method: str | None) -> None:
-    if sign_method is None:
-        return
-    from jaxspectra import linalg
-
-    known = getattr(linalg, "SIGN_METHODS", None)
-    if known is not None and sign_method not in known:
-        raise ValueError(f"unknown sign_method {sign_method!r}; expected one of {list(known)}")
+def _check_sign_method(sign_method: str) -> None:
+    if sign_method not in linalg.SIGN_METHODS:
+        raise ValueError(
+            f"unknown sign_method {sign_method!r}; expected one of {list(linalg.SIGN_METHODS)} "
+            f"(jaxspectra.linalg.matrix_sign)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,7 +272,7 @@ def project_to_manifold(
     retraction: str = "default",
     *,
     qkv: str = "whole",
-    sign_method: str | None = None,
+    sign_method: str = "auto",
 ) -> Any:
     """Put the (masked) matrices of ``params`` on ``manifold`` (paper 004: once, at init).
 
@@ -325,7 +323,7 @@ def manifold_muon(
     alpha: float = 0.1,
     tol: float = 1e-6,
     early_stop: bool = True,
-    sign_method: str | None = None,
+    sign_method: str = "auto",
     retraction: str = "default",
     safeguard: bool = False,
     warm_start: bool = False,
@@ -349,7 +347,8 @@ def manifold_muon(
       tol: early-stop threshold on RMS(P(WᵀA + AᵀW)) (1e-6, the authors' default).
       early_stop: stop each matrix once below ``tol`` (the authors' training path).
       sign_method: method of :func:`jaxspectra.linalg.matrix_sign` for the inner signs and the
-        polar-factor retractions (``None``: that function's default).
+        polar-factor retractions (``"auto"``: its accurate float32 route,
+        1e-4 or an SVD fallback).
       retraction: ``"default"`` (fixes manifold points) or ``"sorted"`` (DGram only: the
         authors' (U Vᵀ)·diag(S)).
       safeguard: return the inner iterate of lowest violation (beyond the paper).

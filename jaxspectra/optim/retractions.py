@@ -22,6 +22,8 @@ and diag(QᵀX) = |D|, so X is returned unchanged; it needs one matrix sign and 
 
 Example:
   >>> import jax.numpy as jnp
+
+from jaxspectra import linalg
   >>> x = jnp.eye(4, 2) * jnp.array([0.5, 2.0])        # on DGram, unsorted column norms
   >>> retract(x, "dgram", sign_method="svd")[:2]
   Array([[0.5, 0. ],
@@ -35,6 +37,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from jaxspectra import linalg
 
 MANIFOLDS = ("stiefel", "dgram", "oblique")
 RETRACTIONS = ("default", "sorted")
@@ -60,16 +64,12 @@ def check_retraction(manifold: str, retraction: str) -> str:
     return retraction
 
 
-def matrix_sign(x: jax.Array, method: str | None = None) -> jax.Array:
-    """The polar factor through :func:`jaxspectra.linalg.matrix_sign` (``method=None``: its default)."""
-    from jaxspectra import linalg
-
-    if method is None:
-        return linalg.matrix_sign(x)
+def matrix_sign(x: jax.Array, method: str = "auto") -> jax.Array:
+    """The polar factor through :func:`jaxspectra.linalg.matrix_sign` (partial isometry)."""
     return linalg.matrix_sign(x, method=method)
 
 
-def stiefel(x: jax.Array, sign_method: str | None = None) -> jax.Array:
+def stiefel(x: jax.Array, sign_method: str = "auto") -> jax.Array:
     """Polar factor of ``x`` (the closest matrix with orthonormal columns)."""
     return matrix_sign(x, sign_method)
 
@@ -80,7 +80,7 @@ def oblique(x: jax.Array, eps: float = 1e-8) -> jax.Array:
     return x / jnp.maximum(norms, eps)
 
 
-def dgram(x: jax.Array, sign_method: str | None = None) -> jax.Array:
+def dgram(x: jax.Array, sign_method: str = "auto") -> jax.Array:
     """Q · diag(QᵀX) with Q = sign(X): diagonal Gram, the identity on the DGram manifold."""
     q = matrix_sign(x, sign_method)
     scales = jnp.sum(q * x, axis=-2, keepdims=True)  # diag(QᵀX) as a row
@@ -98,7 +98,7 @@ def retract(
     manifold: str,
     retraction: str = "default",
     *,
-    sign_method: str | None = None,
+    sign_method: str = "auto",
 ) -> jax.Array:
     """Retract a tall batch ``x`` of shape ``(..., m, n)``, ``m >= n``, onto ``manifold``."""
     check_retraction(manifold, retraction)

@@ -19,10 +19,10 @@ import numpy as np
 
 
 def np_sign(x: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
-    """Polar factor (matrix sign) of a 2-D array by SVD, float64."""
+    """Polar factor (matrix sign) by SVD in float64, batched over leading axes."""
     u, s, vt = np.linalg.svd(np.asarray(x, np.float64), full_matrices=False)
-    keep = s > rtol * max(float(s[0]), np.finfo(np.float64).tiny)
-    return (u * keep) @ vt
+    keep = s > rtol * np.maximum(s[..., :1], np.finfo(np.float64).tiny)
+    return (u * keep[..., None, :]) @ vt
 
 
 def np_project(m: np.ndarray, manifold: str) -> np.ndarray:

@@ -1,0 +1,382 @@
+"""Manifold Muon (paper 004, App. A) against independent ground truth.
+
+* closed form: square Stiefel W (even n) → A = W·sign(skew(WᵀG));
+* cvxpy: max ⟨G, A⟩ s.t. σ_max(A) ≤ 1, P(WᵀA + AᵀW) = 0 on 8×4 matrices;
+* the NumPy float64 transcription in ``_manifold_reference.py`` (one and two optimiser steps);
+* manifold invariants over several steps, retraction fixed points, jit / pmap / NamedSharding
+  equivalence, and bad-input errors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxspectra.optim import manifold_muon as mm
+from jaxspectra.optim import retractions
+from jaxspectra.precision import x64_scope
+
+_spec = importlib.util.spec_from_file_location(
+    "_manifold_reference", pathlib.Path(__file__).with_name("_manifold_reference.py")
+)
+ref = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ref)
+
+MANIFOLDS = ("stiefel", "dgram", "oblique")
+ACCURATE = "svd"  # float64 ground-truth sign for the comparisons with NumPy / cvxpy
+
+
+def _on_manifold(rng, shape, manifold, scales=None):
+    """A random point of ``manifold`` (NumPy float64), any orientation."""
+    x = rng.standard_normal(shape)
+    wide = shape[0] < shape[1]
+    t = x.T if wide else x
+    t = ref.np_retract(t, manifold)
+    if manifold == "dgram":
+        t = t * (scales if scales is not None else rng.uniform(0.5, 2.0, t.shape[1]))
+    return t.T if wide else t
+
+
+def _step(opt, params, grads, state=None):
+    state = opt.init(params) if state is None else state
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+
+# ------------------------------------------------------------------------------------------------
+# Building blocks
+# ------------------------------------------------------------------------------------------------
+
+
+def test_optax_trace_nesterov_is_sum_form():
+    """optax.trace(μ, nesterov=True): buf ← μ·buf + g, G = g + μ·buf (paper 004's momentum)."""
+    mu = 0.95
+    tr = optax.trace(decay=mu, nesterov=True)
+    g1, g2 = jnp.array([1.0, -2.0]), jnp.array([0.5, 3.0])
+    s = tr.init(g1)
+    out1, s = tr.update(g1, s)
+    out2, s = tr.update(g2, s)
+    buf1 = g1
+    buf2 = mu * buf1 + g2
+    np.testing.assert_allclose(out1, g1 + mu * buf1, rtol=1e-6)
+    np.testing.assert_allclose(out2, g2 + mu * buf2, rtol=1e-6)
+    np.testing.assert_allclose(s.trace, buf2, rtol=1e-6)
+
+
+def test_square_stiefel_closed_form():
+    """Even n: the constrained maximiser is A = W·sign(skew(WᵀG)) (tangent at Λ₀, unique)."""
+    rng = np.random.default_rng(0)
+    n = 6
+    w = ref.np_sign(rng.standard_normal((2, n, n)))
+    g = rng.standard_normal((2, n, n))
+    skew = 0.5 * (np.swapaxes(w, 1, 2) @ g - np.swapaxes(g, 1, 2) @ w)
+    expected = np.stack([w[i] @ ref.np_sign(skew[i]) for i in range(2)])
+    with x64_scope():
+        for early_stop in (True, False):
+            a, v, k, _ = mm.dual_ascent(
+                jnp.asarray(w), jnp.asarray(g), "stiefel", sign_method=ACCURATE,
+                early_stop=early_stop,
+            )
+            np.testing.assert_allclose(np.asarray(a), expected, atol=1e-10)
+            assert np.all(np.asarray(v) < 1e-12)  # no round-off growth without the stop either
+            assert np.all(np.asarray(k) == (1 if early_stop else 20))
+    # its value is the nuclear norm of skew(WᵀG) (max of ⟨S, B⟩ over ‖B‖₂ ≤ 1)
+    nuc = [np.linalg.svd(skew[i], compute_uv=False).sum() for i in range(2)]
+    np.testing.assert_allclose(np.sum(g * expected, axis=(1, 2)), nuc, rtol=1e-12)
+
+
+def test_square_stiefel_odd_n_uses_partial_isometry():
+    """Odd n: skew(WᵀG) is singular; the partial-isometry sign keeps A tangent (thin UVᵀ would not)."""
+    rng = np.random.default_rng(1)
+    n = 5
+    w = ref.np_sign(rng.standard_normal((n, n)))
+    g = rng.standard_normal((n, n))
+    with x64_scope():
+        a, v, k, _ = mm.dual_ascent(
+            jnp.asarray(w)[None], jnp.asarray(g)[None], "stiefel", sign_method=ACCURATE
+        )
+    assert float(v[0]) < 1e-10 and int(k[0]) == 1
+    a = np.asarray(a[0])
+    np.testing.assert_allclose(w.T @ a + a.T @ w, 0, atol=1e-10)
+    np.testing.assert_allclose(np.linalg.svd(a, compute_uv=False), [1, 1, 1, 1, 0], atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "manifold,steps,alpha,atol",
+    [("stiefel", 400, 0.1, 2e-4), ("oblique", 400, 0.1, 2e-4), ("dgram", 4000, 0.3, 2e-4)],
+)
+def test_tall_direction_matches_cvxpy(manifold, steps, alpha, atol):
+    """8×4: dual ascent (run long, exact sign) reaches the convex solver's maximiser."""
+    rng = np.random.default_rng(2)
+    w = _on_manifold(rng, (8, 4), manifold, scales=np.array([0.5, 2.0, 1.0, 1.5]))
+    g = rng.standard_normal((8, 4))
+    a_cvx, val = ref.cvxpy_direction(w, g, manifold)
+    with x64_scope():
+        a, v, k, _ = mm.dual_ascent(
+            jnp.asarray(w)[None], jnp.asarray(g)[None], manifold, inner_steps=steps,
+            alpha=alpha, tol=1e-9, sign_method=ACCURATE,
+        )
+    a = np.asarray(a[0])
+    assert float(v[0]) < 1e-5
+    np.testing.assert_allclose(np.sum(g * a), val, rtol=1e-5)
+    np.testing.assert_allclose(a, a_cvx, atol=atol)
+    # at the paper's K = 20 the direction is still far from feasible (what the metrics report)
+    with x64_scope():
+        _, v20, k20, _ = mm.dual_ascent(
+            jnp.asarray(w)[None], jnp.asarray(g)[None], manifold, sign_method=ACCURATE
+        )
+    assert float(v20[0]) > 1e-3 and int(k20[0]) == 20
+
+
+# ------------------------------------------------------------------------------------------------
+# One optimiser step == the NumPy float64 transcription
+# ------------------------------------------------------------------------------------------------
+
+CASES = [
+    ("stiefel", (8, 4), {}),
+    ("stiefel", (4, 8), {"safeguard": True}),
+    ("stiefel", (6, 6), {}),
+    ("dgram", (8, 4), {}),
+    ("dgram", (4, 8), {"retraction": "sorted"}),
+    ("dgram", (8, 4), {"early_stop": False, "safeguard": True}),
+    ("oblique", (8, 4), {"inner_steps": 7, "alpha": 0.3}),
+]
+
+
+@pytest.mark.parametrize("manifold,shape,kw", CASES)
+def test_two_steps_match_numpy_float64(manifold, shape, kw):
+    rng = np.random.default_rng(3)
+    w0 = _on_manifold(rng, shape, manifold)
+    grads = [rng.standard_normal(shape) for _ in range(2)]
+    lr = 0.05
+    with x64_scope():
+        opt = mm.manifold_muon(lr, manifold, sign_method=ACCURATE, **kw)
+        params = {"blk": {"kernel": jnp.asarray(w0)}}
+        state = opt.init(params)
+        w_ref, buf = w0, np.zeros(shape)
+        for g in grads:
+            params, state = _step(opt, params, {"blk": {"kernel": jnp.asarray(g)}}, state)
+            w_ref, buf, v_ref, k_ref = ref.np_manifold_muon_step(w_ref, g, buf, lr, manifold, **kw)
+            np.testing.assert_allclose(np.asarray(params["blk"]["kernel"]), w_ref, atol=1e-7)
+            np.testing.assert_allclose(float(state.violation["blk"]["kernel"]), v_ref, rtol=1e-5,
+                                       atol=1e-12)
+            assert int(state.inner_steps["blk"]["kernel"]) == k_ref
+        np.testing.assert_allclose(np.asarray(state.momentum.trace["blk"]["kernel"]), buf, atol=1e-12)
+
+
+def test_warm_start_continues_from_previous_multiplier():
+    rng = np.random.default_rng(4)
+    w0 = _on_manifold(rng, (8, 4), "dgram")
+    g1, g2 = rng.standard_normal((2, 8, 4))
+    with x64_scope():
+        opt = mm.manifold_muon(0.05, "dgram", sign_method=ACCURATE, warm_start=True)
+        p = {"k": jnp.asarray(w0)}
+        p1, s1 = _step(opt, p, {"k": jnp.asarray(g1)})
+        lam1 = np.asarray(s1.dual["k"])
+        # step 1 is the cold start; step 2 must start from Λ stored at step 1
+        w1, buf, _, _ = ref.np_manifold_muon_step(w0, g1, np.zeros((8, 4)), 0.05, "dgram")
+        np.testing.assert_allclose(np.asarray(p1["k"]), w1, atol=1e-7)
+        _, lam_ref = ref.np_direction(w0, g1 * 1.95, "dgram")[::3]
+        np.testing.assert_allclose(lam1, lam_ref, atol=1e-9)
+        p2, s2 = _step(opt, p1, {"k": jnp.asarray(g2)}, s1)
+        buf2 = 0.95 * buf + g2
+        a, v, k, _ = ref.np_direction(w1, g2 + 0.95 * buf2, "dgram", lam0=lam1)
+        np.testing.assert_allclose(np.asarray(p2["k"]), ref.np_retract(w1 - 0.05 * a, "dgram"),
+                                   atol=1e-7)
+        np.testing.assert_allclose(float(s2.violation["k"]), v, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Manifold invariants, retractions, metrics
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("manifold", ["stiefel", "dgram"])
+def test_iterates_stay_on_manifold_float32(manifold):
+    """‖WᵀW − I‖ (Stiefel) / off-diag(WᵀW) relative to its diagonal (DGram) ≤ 1e-5 in float32."""
+    rng = np.random.default_rng(5)
+    params = {"mlp": {"fc": {"kernel": jnp.asarray(rng.standard_normal((3, 16, 8)), jnp.float32)}}}
+    params = mm.project_to_manifold(params, manifold, sign_method=ACCURATE)
+    opt = mm.manifold_muon(0.1, manifold, sign_method=ACCURATE)
+    state = opt.init(params)
+    step = jax.jit(lambda g, s, p: _step(opt, p, g, s))
+    for _ in range(5):
+        g = {"mlp": {"fc": {"kernel": jnp.asarray(rng.standard_normal((3, 16, 8)), jnp.float32)}}}
+        params, state = step(g, state, params)
+    w = np.asarray(params["mlp"]["fc"]["kernel"], np.float64)
+    gram = np.swapaxes(w, 1, 2) @ w
+    if manifold == "stiefel":
+        assert np.abs(gram - np.eye(8)).max() <= 1e-5
+    else:
+        d = np.sqrt(np.einsum("bii->bi", gram))
+        off = gram / d[:, :, None] / d[:, None, :] - np.eye(8)
+        assert np.abs(off).max() <= 1e-5
+    assert state.violation["mlp"]["fc"]["kernel"].shape == (3,)
+    assert state.inner_steps["mlp"]["fc"]["kernel"].dtype == jnp.int32
+
+
+def test_dgram_default_retraction_fixes_points_and_sorted_reorders():
+    rng = np.random.default_rng(6)
+    q = ref.np_sign(rng.standard_normal((8, 4)))
+    x = jnp.asarray(q * np.array([0.5, 2.0, 1.0, 1.5]), jnp.float32)
+    same = retractions.retract(x, "dgram", sign_method=ACCURATE)
+    np.testing.assert_allclose(np.asarray(same), np.asarray(x), atol=1e-6)
+    srt = np.asarray(retractions.retract(x, "dgram", "sorted"))
+    np.testing.assert_allclose(np.linalg.norm(srt, axis=0), [2.0, 1.5, 1.0, 0.5], rtol=1e-5)
+    gram = srt.T @ srt
+    np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-5)
+    # Stiefel and oblique retractions fix their manifold points too
+    np.testing.assert_allclose(retractions.retract(jnp.asarray(q, jnp.float32), "stiefel",
+                                                   sign_method=ACCURATE), q, atol=1e-6)
+    ob = q / np.linalg.norm(q, axis=0) * 1.0
+    np.testing.assert_allclose(retractions.retract(jnp.asarray(ob, jnp.float32), "oblique"), ob,
+                               atol=1e-6)
+    # a generic point lands on DGram: diagonal Gram
+    y = np.asarray(retractions.retract(jnp.asarray(rng.standard_normal((8, 4)), jnp.float32),
+                                       "dgram", sign_method=ACCURATE))
+    gy = y.T @ y
+    np.testing.assert_allclose(gy - np.diag(np.diag(gy)), 0, atol=1e-5)
+
+
+def test_qkv_split_and_whole_and_mask():
+    rng = np.random.default_rng(7)
+    params = {
+        "block_0": {
+            "attn": {"qkv": {"kernel": jnp.asarray(rng.standard_normal((4, 12)), jnp.float32)}},
+            "ln_1": {"scale": jnp.ones(4)},
+        }
+    }
+    mask = {"block_0": {"attn": True, "ln_1": False}}
+    split = mm.project_to_manifold(params, "stiefel", mask, qkv="split", sign_method=ACCURATE)
+    whole = mm.project_to_manifold(params, "stiefel", mask, sign_method=ACCURATE)
+    assert split["block_0"]["ln_1"]["scale"] is params["block_0"]["ln_1"]["scale"]
+    ws = np.asarray(split["block_0"]["attn"]["qkv"]["kernel"])
+    for part in np.split(ws, 3, axis=1):
+        np.testing.assert_allclose(part.T @ part, np.eye(4), atol=1e-5)
+    ww = np.asarray(whole["block_0"]["attn"]["qkv"]["kernel"])
+    np.testing.assert_allclose(ww @ ww.T, np.eye(4), atol=1e-5)  # wide: rows orthonormal
+    opt = mm.manifold_muon(0.1, "stiefel", sign_method=ACCURATE, qkv="split")
+    attn = {"qkv": split["block_0"]["attn"]["qkv"]}
+    new, state = _step(opt, attn, jax.tree.map(jnp.ones_like, attn))
+    assert state.violation["qkv"]["kernel"].shape == (3,)
+    for part in np.split(np.asarray(new["qkv"]["kernel"]), 3, axis=1):
+        np.testing.assert_allclose(part.T @ part, np.eye(4), atol=1e-5)
+
+
+def test_works_inside_optax_partition_and_schedule():
+    rng = np.random.default_rng(8)
+    params = {
+        "attn": {"o": {"kernel": jnp.asarray(rng.standard_normal((4, 4)), jnp.float32)}},
+        "ln": {"scale": jnp.ones(4)},
+    }
+    params = mm.project_to_manifold(params, "stiefel", {"attn": True, "ln": False},
+                                    sign_method=ACCURATE)
+    sched = optax.linear_schedule(0.0, 0.1, 10)
+    opt = optax.partition(
+        {"mm": mm.manifold_muon(sched, "stiefel", sign_method=ACCURATE), "adam": optax.adam(1e-3)},
+        {"attn": "mm", "ln": "adam"},
+    )
+    grads = jax.tree.map(jnp.ones_like, params)
+    new, _ = _step(opt, params, grads)
+    # the schedule is 0 at step 0: the first update leaves the manifold weight unchanged
+    np.testing.assert_allclose(new["attn"]["o"]["kernel"], params["attn"]["o"]["kernel"], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# jit, pmap, sharding
+# ------------------------------------------------------------------------------------------------
+
+
+def _batched_problem(n_dev):
+    rng = np.random.default_rng(9)
+    w = _on_manifold(rng, (8, 4), "stiefel")
+    ws = np.stack([ref.np_retract(rng.standard_normal((8, 4)), "stiefel") for _ in range(n_dev)])
+    gs = rng.standard_normal((n_dev, 8, 4))
+    params = {"stack": jnp.asarray(ws, jnp.float32), "wide": jnp.asarray(w.T, jnp.float32)}
+    grads = {"stack": jnp.asarray(gs, jnp.float32),
+             "wide": jnp.asarray(rng.standard_normal((4, 8)), jnp.float32)}
+    return params, grads
+
+
+def test_jit_pmap_and_sharding_match_one_device(n_devices):
+    assert n_devices == 8
+    opt = mm.manifold_muon(0.05, "stiefel", sign_method=ACCURATE, inner_steps=5)
+    params, grads = _batched_problem(n_devices)
+    state = opt.init(params)
+    eager, s_eager = opt.update(grads, state, params)
+    jitted, s_jit = jax.jit(opt.update)(grads, state, params)
+    for k in params:
+        np.testing.assert_allclose(jitted[k], eager[k], atol=1e-6)
+    # pmap: one matrix of the stack per device
+    one = {"stack": params["stack"]}
+    pm_params = {"stack": one["stack"]}  # leading axis = devices, each (8, 4)
+    pm_state = jax.pmap(opt.init)(pm_params)
+    pm_up, pm_state = jax.pmap(opt.update)({"stack": grads["stack"]}, pm_state, pm_params)
+    np.testing.assert_allclose(pm_up["stack"], eager["stack"], atol=1e-5)
+    np.testing.assert_allclose(pm_state.violation["stack"], s_eager.violation["stack"], atol=1e-5)
+    # NamedSharding over the stacked axis
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("d",))
+    shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
+    repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    put = lambda t: {"stack": jax.device_put(t["stack"], shard),
+                     "wide": jax.device_put(t["wide"], repl)}
+    sp, sg = put(params), put(grads)
+    sh_up, sh_state = jax.jit(opt.update)(sg, opt.init(sp), sp)
+    for k in params:
+        np.testing.assert_allclose(sh_up[k], eager[k], atol=1e-6)
+    np.testing.assert_array_equal(sh_state.inner_steps["stack"], s_eager.inner_steps["stack"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Preset and bad input
+# ------------------------------------------------------------------------------------------------
+
+
+def test_paper004_preset_is_the_authors_algorithm():
+    """With an exact sign swapped in, paper004('dgram') == the NumPy transcription (sorted)."""
+    rng = np.random.default_rng(10)
+    w0 = _on_manifold(rng, (4, 8), "dgram")
+    g = rng.standard_normal((4, 8))
+    with x64_scope():
+        opt = mm.paper004(0.05, "dgram", sign_method=ACCURATE)
+        p, s = _step(opt, {"k": jnp.asarray(w0)}, {"k": jnp.asarray(g)})
+    w1, _, v, k = ref.np_manifold_muon_step(w0, g, np.zeros((4, 8)), 0.05, "dgram",
+                                            retraction="sorted")
+    np.testing.assert_allclose(np.asarray(p["k"]), w1, atol=1e-7)
+    assert int(s.inner_steps["k"]) == k and s.dual is None
+    assert isinstance(mm.paper004(0.02, "stiefel"), optax.GradientTransformation)
+
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="unknown manifold 'sphere'"):
+        mm.manifold_muon(0.1, "sphere")
+    with pytest.raises(ValueError, match="unknown manifold"):
+        mm.project_to_manifold({"w": jnp.ones((2, 2))}, "grassmann")
+    with pytest.raises(ValueError, match="sorted"):
+        mm.manifold_muon(0.1, "stiefel", retraction="sorted")
+    with pytest.raises(ValueError, match="unknown retraction"):
+        mm.manifold_muon(0.1, "dgram", retraction="cayley")
+    with pytest.raises(ValueError, match="qkv"):
+        mm.manifold_muon(0.1, "dgram", qkv="fused")
+    with pytest.raises(ValueError, match="inner_steps"):
+        mm.manifold_muon(0.1, "dgram", inner_steps=0)
+    opt = mm.manifold_muon(0.1, "stiefel", sign_method=ACCURATE)
+    params = {"block_0": {"ln_1": {"scale": jnp.ones(4)}}}
+    with pytest.raises(ValueError, match="block_0/ln_1/scale"):
+        opt.init(params)
+    good = {"w": jnp.eye(4)}
+    with pytest.raises(ValueError, match="needs params"):
+        opt.update(good, opt.init(good))
+    with pytest.raises(ValueError, match="block_0/ln_1/scale"):
+        mm.project_to_manifold(params, "stiefel")
+
+
+def test_unknown_sign_method_is_rejected():
+    with pytest.raises(ValueError, match="bogus"):
+        mm.manifold_muon(0.1, "stiefel", sign_method="bogus")
