@@ -77,7 +77,8 @@ def shard_info(path: str | os.PathLike, layout: str = "auto") -> ShardInfo:
         )
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = np.frombuffer(f.read(min(size, HEADER_BYTES)) + b"\0" * 12, dtype="<i4")
+        head_bytes = f.read(12)
+    head = np.frombuffer(head_bytes + b"\0" * (12 - len(head_bytes)), dtype="<i4")
     has_magic = size >= HEADER_BYTES and int(head[0]) == MODDED_MAGIC
     if layout == "auto":
         layout = "modded" if has_magic else "nanogpt"
