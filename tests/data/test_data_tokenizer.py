@@ -72,8 +72,10 @@ def test_wordpiece_published_examples(backend, request, vocab_lines):
     assert tok.eot_id == vocab_lines.index("[SEP]")
 
 
-def test_wordpiece_greedy_longest_match_from_the_vocab(wp, vocab_lines):
+@pytest.mark.parametrize("backend", ["wp", "wp_python"])
+def test_wordpiece_greedy_longest_match_from_the_vocab(backend, request, vocab_lines):
     """'unaffable' (BERT's README example): check the greedy rule directly on the vocab file."""
+    wp = request.getfixturevalue(backend)
     vocab = set(vocab_lines)
     word = "unaffable"
     pieces = wp.tokens(word)
@@ -125,6 +127,7 @@ def test_get_tokenizer(monkeypatch):
     monkeypatch.delenv("JAXSPECTRA_DATA_DIR", raising=False)
     with pytest.raises(DataNotFoundError, match="data_dir"):
         get_tokenizer("wordpiece")
+    pytest.importorskip("tokenizers")
     tok = get_tokenizer("wordpiece", data_dir=need(SHARED / "tokenizers").parent)
     assert tok.vocab_size == 30522
 
