@@ -328,6 +328,7 @@ def manifold_muon(
     safeguard: bool = False,
     warm_start: bool = False,
     qkv: str = "whole",
+    retraction_sign_method: str | None = None,
 ) -> optax.GradientTransformation:
     """Manifold Muon (paper 004, App. A) as an ``optax.GradientTransformation``.
 
@@ -356,6 +357,9 @@ def manifold_muon(
         uses Λ₀ = −¼·P(WᵀG + GᵀW)).
       qkv: ``"whole"`` (the authors': a fused qkv is one matrix) or ``"split"`` (Q, K and V each
         constrained separately; the leaf is found by its module name ``qkv``).
+      retraction_sign_method: sign method of the retraction's polar factor (``None``: same as
+        ``sign_method``). For ``retraction="sorted"``, ``"svd"`` is the authors' literal SVD;
+        any other method uses the polar factor and the Gram's eigenvalues (no SVD).
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update(grads, state, params)`` returns
@@ -364,6 +368,8 @@ def manifold_muon(
     check_retraction(manifold, retraction)
     _check_qkv(qkv)
     _check_sign_method(sign_method)
+    ret_sign = sign_method if retraction_sign_method is None else retraction_sign_method
+    _check_sign_method(ret_sign)
     if inner_steps < 1:
         raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
     if not 0.0 <= momentum < 1.0:
@@ -445,7 +451,7 @@ def manifold_muon(
                 lam0=lam0,
             )
             eta = jnp.asarray(lr, cdt)
-            w_new = retractions.retract(w_b - eta * a, manifold, retraction, sign_method=sign_method)
+            w_new = retractions.retract(w_b - eta * a, manifold, retraction, sign_method=ret_sign)
             offsets = [0]
             for s in sizes:
                 offsets.append(offsets[-1] + s)
@@ -483,9 +489,11 @@ def paper004(
     """Manifold Muon with paper 004's choices (the authors' public code).
 
     K = 20, α = 0.1, tol = 1e-6 with the per-matrix early stop, μ = 0.95 sum-form Nesterov,
-    Polar-Express sign in bf16 (10 steps), the sorted SVD retraction (U Vᵀ)·diag(S) for DGram (the
-    polar factor for Stiefel, column normalisation for oblique), no safeguard, no warm start, a
-    fused qkv constrained whole. ``overrides`` replace any of these keyword arguments.
+    Polar-Express sign in bf16 (10 steps) for the inner loop and the Stiefel retraction (as their
+    ``msign``), the sorted retraction (U Vᵀ)·diag(S) for DGram — exact in their code (an SVD),
+    here the ``"accurate"`` polar factor (1e-4) times the Gram's sorted singular values, which is
+    the same matrix without a GPU SVD — column normalisation for oblique, no safeguard, no warm
+    start, a fused qkv constrained whole. ``overrides`` replace any of these keyword arguments.
     """
     check_manifold(manifold)
     kw: dict[str, Any] = dict(
@@ -496,6 +504,7 @@ def paper004(
         early_stop=True,
         sign_method=PAPER004_SIGN,
         retraction="sorted" if manifold == "dgram" else "default",
+        retraction_sign_method="accurate" if manifold == "dgram" else PAPER004_SIGN,
         safeguard=False,
         warm_start=False,
         qkv="whole",

@@ -197,13 +197,23 @@ def test_warm_start_continues_from_previous_multiplier():
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("manifold", ["stiefel", "dgram"])
-def test_iterates_stay_on_manifold_float32(manifold):
-    """‖WᵀW − I‖ (Stiefel) / off-diag(WᵀW) relative to its diagonal (DGram) ≤ 1e-5 in float32."""
+@pytest.mark.parametrize(
+    "manifold,method,bound",
+    [
+        ("stiefel", "accurate", 1e-5),
+        ("dgram", "accurate", 1e-5),
+        ("stiefel", "svd", 1e-5),
+        # bf16 Polar Express (paper 004's msign) as the retraction: measured 1.4e-2 / 3.6e-3
+        ("stiefel", "polar_express", 3e-2),
+        ("dgram", "polar_express", 1e-2),
+    ],
+)
+def test_iterates_stay_on_manifold_float32(manifold, method, bound):
+    """‖WᵀW − I‖_max (Stiefel) / off-diag of the normalised Gram (DGram) after 5 float32 steps."""
     rng = np.random.default_rng(5)
     params = {"mlp": {"fc": {"kernel": jnp.asarray(rng.standard_normal((3, 16, 8)), jnp.float32)}}}
-    params = mm.project_to_manifold(params, manifold, sign_method=ACCURATE)
-    opt = mm.manifold_muon(0.1, manifold, sign_method=ACCURATE)
+    params = mm.project_to_manifold(params, manifold, sign_method=method)
+    opt = mm.manifold_muon(0.1, manifold, sign_method=method)
     state = opt.init(params)
     step = jax.jit(lambda g, s, p: _step(opt, p, g, s))
     for _ in range(5):
@@ -212,11 +222,13 @@ def test_iterates_stay_on_manifold_float32(manifold):
     w = np.asarray(params["mlp"]["fc"]["kernel"], np.float64)
     gram = np.swapaxes(w, 1, 2) @ w
     if manifold == "stiefel":
-        assert np.abs(gram - np.eye(8)).max() <= 1e-5
+        err = np.abs(gram - np.eye(8)).max()
     else:
         d = np.sqrt(np.einsum("bii->bi", gram))
-        off = gram / d[:, :, None] / d[:, None, :] - np.eye(8)
-        assert np.abs(off).max() <= 1e-5
+        err = np.abs(gram / d[:, :, None] / d[:, None, :] - np.eye(8)).max()
+    assert err <= bound
+    if method == "polar_express":  # bf16 does not reach the accurate bound
+        assert err > 1e-4
     assert state.violation["mlp"]["fc"]["kernel"].shape == (3,)
     assert state.inner_steps["mlp"]["fc"]["kernel"].dtype == jnp.int32
 
@@ -227,10 +239,14 @@ def test_dgram_default_retraction_fixes_points_and_sorted_reorders():
     x = jnp.asarray(q * np.array([0.5, 2.0, 1.0, 1.5]), jnp.float32)
     same = retractions.retract(x, "dgram", sign_method=ACCURATE)
     np.testing.assert_allclose(np.asarray(same), np.asarray(x), atol=1e-6)
-    srt = np.asarray(retractions.retract(x, "dgram", "sorted"))
-    np.testing.assert_allclose(np.linalg.norm(srt, axis=0), [2.0, 1.5, 1.0, 0.5], rtol=1e-5)
-    gram = srt.T @ srt
-    np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-5)
+    srt_svd = np.asarray(retractions.retract(x, "dgram", "sorted", sign_method="svd"))
+    np.testing.assert_allclose(srt_svd, ref.np_retract(np.asarray(x, np.float64), "dgram", "sorted"),
+                               atol=1e-5)
+    for srt in (srt_svd, np.asarray(retractions.retract(x, "dgram", "sorted"))):  # SVD-free path
+        np.testing.assert_allclose(np.linalg.norm(srt, axis=0), [2.0, 1.5, 1.0, 0.5], rtol=1e-5)
+        gram = srt.T @ srt
+        np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-5)
+    np.testing.assert_allclose(retractions.retract(x, "dgram", "sorted"), srt_svd, atol=1e-5)
     # Stiefel and oblique retractions fix their manifold points too
     np.testing.assert_allclose(retractions.retract(jnp.asarray(q, jnp.float32), "stiefel",
                                                    sign_method=ACCURATE), q, atol=1e-6)
