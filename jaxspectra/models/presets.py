@@ -12,7 +12,7 @@ gpt2-small-modded   123,587,328      paper 002 App. D "124M" (tied head; untied 
 gpt2-medium-modded  353,551,360      paper 002 App. D "355M" (tied head)
 gpt2-small          124,373,760      paper 004 / nanoGPT: 123,587,328 = "123.59M" without the
                                      1024×768 position table (nanoGPT's convention)
-llama-0.5b          558,030,080      ours (paper 002's LLaMA table was lost): vocab 32100
+llama-0.5b          518,375,680      ours (paper 002's LLaMA table was lost): 22×1280, vocab 32100
 llama-1b            1,009,321,984    paper 003 Table 4 shapes, vocab 50304 is ours ("1B")
 llama-2b            2,067,642,880    ours, vocab 32100
 llama-moe           2,614,167,552    paper 003 Table 4 (16 experts × 1360, top-4; "3B total"),
@@ -72,7 +72,7 @@ MODEL_PRESETS: dict[str, Any] = {
     ),
     # LLaMA family (paper 002 App. D.2: C4, SentencePiece V = 32,100, T = 2048; shapes ours).
     "llama-0.5b": GPTConfig(
-        n_layers=24, d_model=1280, n_heads=20, d_mlp=3456, vocab_size=32100, **_LLAMA
+        n_layers=22, d_model=1280, n_heads=20, d_mlp=3456, vocab_size=32100, **_LLAMA
     ),
     "llama-2b": GPTConfig(
         n_layers=24, d_model=2560, n_heads=20, d_mlp=6912, vocab_size=32100, **_LLAMA
