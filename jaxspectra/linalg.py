@@ -45,7 +45,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -81,6 +81,8 @@ DEFAULT_STEPS = {"newton_schulz": 5, "polar_express": 10}
 #: ‖X‖_F (σ_min/σ_max ≥ ACCURATE_MIN_RATIO is guaranteed to converge without the fallback).
 ACCURATE_MIN_RATIO = 1e-4
 ACCURATE_TOL = 1e-4
+#: What ``method="auto"`` resolves to (see ``benchmarks/bench_linalg.py``).
+AUTO_METHOD = "accurate"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,7 +257,7 @@ def _qdwh_sign(x: jax.Array) -> jax.Array:
     return out.reshape(batch + x.shape[-2:])
 
 
-def _power_norm_sym(m: jax.Array, iters: int = 16) -> jax.Array:
+def _power_norm_sym(m: jax.Array, iters: int = 24) -> jax.Array:
     """Spectral norm of the symmetric matrices ``m`` (…, k, k) by power iteration (a lower bound
     that converges to ‖m‖₂; fixed pseudo-random start)."""
     k = m.shape[-1]
@@ -273,12 +275,16 @@ def _power_norm_sym(m: jax.Array, iters: int = 16) -> jax.Array:
     return est
 
 
-def sign_error(s: jax.Array, projector: jax.Array | None = None, iters: int = 16) -> jax.Array:
+def sign_error(s: jax.Array, projector: jax.Array | None = None, iters: int = 24) -> jax.Array:
     """Error estimate of a computed sign ``S``: ‖SSᵀ − P‖₂ on the short side (k×k).
 
     ``P`` defaults to the identity (a full-rank sign is an isometry on its short side). For
     ``S = U f(Σ) Vᵀ`` this is max_i |f(σ_i)² − 1| ≥ ‖S − sign(X)‖₂ when f ≥ 0 (within a factor
-    2 of it when small). Power iteration (``iters`` steps), batched over leading axes.
+    2 of it when small). Power iteration (``iters`` steps, a lower bound of ‖SSᵀ − P‖₂ that is
+    within a few % when several σ share the largest deviation), batched over leading axes.
+    It measures how far S is from a (partial) isometry, not the error that rounding the input
+    to bf16 adds to the singular *vectors* (for the bf16 methods at σ_min/σ_max ≪ 1e-2 that
+    error dominates; compare with ``svd`` to see it).
     """
     sf = s.astype(_work_dtype(s.dtype))
     if sf.shape[-2] > sf.shape[-1]:
@@ -325,13 +331,39 @@ def matrix_sign(
     if method not in SIGN_METHODS:
         raise ValueError(f"unknown matrix_sign method {method!r}; known: {list(SIGN_METHODS)}")
     if method == "auto":
-        method = "accurate"
+        method = AUTO_METHOD
     if steps is not None and (int(steps) != steps or steps < 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if rank_rtol is None:
+        rank_rtol = default_rank_rtol(x.shape, _work_dtype(x.dtype))
+    s, err = _matrix_sign_jit(
+        x,
+        method=method,
+        steps=None if steps is None else int(steps),
+        compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype),
+        rank_rtol=float(rank_rtol),
+        tol=float(tol),
+        return_error=bool(return_error),
+    )
+    return (s, err) if return_error else s
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("method", "steps", "compute_dtype", "rank_rtol", "tol", "return_error"),
+)
+def _matrix_sign_jit(
+    x: jax.Array,
+    *,
+    method: str,
+    steps: int | None,
+    compute_dtype: Any,
+    rank_rtol: float,
+    tol: float,
+    return_error: bool,
+) -> tuple[jax.Array, jax.Array | None]:
     out_dtype = x.dtype
     work = _work_dtype(x.dtype)
-    if rank_rtol is None:
-        rank_rtol = default_rank_rtol(x.shape, work)
     k = min(x.shape[-2], x.shape[-1])
     err = None
 
@@ -359,7 +391,9 @@ def matrix_sign(
             coeffs = polar_express_coefficients(ACCURATE_MIN_RATIO / (1.01 * np.sqrt(k)), steps)
         xd = x.astype(dtype)
         s = _polynomial_sign(xd, coeffs, dtype, 1.01)
-        err = sign_error(s)
+        # the zero matrix's sign is zero (its residual against P = 0 vanishes)
+        zero = jnp.all(xd == 0, axis=(-2, -1))
+        err = jnp.where(zero, 0.0, sign_error(s))
         bad = jnp.any(~(err <= tol))  # NaN counts as failure
         s, err = lax.cond(
             bad,
@@ -372,8 +406,174 @@ def matrix_sign(
         s = s.astype(out_dtype)
 
     if not return_error:
-        return s
+        return s, None
     if err is None:
         err = sign_error(s)
     return s, err
 
+
+# ----------------------------------------------------------------------------------------------
+# spectra, stable rank, power iteration, alignment
+# ----------------------------------------------------------------------------------------------
+
+
+def singular_values(w: jax.Array, method: str = "gram") -> jax.Array:
+    """Singular values of ``w`` over its last two axes, descending, shape ``(..., min(m, n))``.
+
+    ``method="gram"`` (default) takes √λ of the short side's Gram matrix (``eigvalsh``; 4–25×
+    cheaper than SVD on an H100). Its absolute error is ≈ eps·σ_1²/σ_i, so values below
+    ≈ √eps·σ_1 (3e-4·σ_1 in float32) are only resolved to that level; ``method="svd"`` is the
+    reference. Computed in float32 (float64 for float64 input).
+    """
+    w = _check_matrix(w, "w")
+    wf = w.astype(_work_dtype(w.dtype))
+    if method == "svd":
+        return jnp.linalg.svd(wf, compute_uv=False)
+    if method != "gram":
+        raise ValueError(f"unknown singular_values method {method!r}; known: ['gram', 'svd']")
+    if wf.shape[-2] > wf.shape[-1]:
+        wf = _mT(wf)
+    gram = _mm(wf, _mT(wf), _precision(wf.dtype))
+    lam = jnp.linalg.eigvalsh(gram)[..., ::-1]
+    return jnp.sqrt(jnp.clip(lam, 0.0, None))
+
+
+def spectral_norm(w: jax.Array) -> jax.Array:
+    """‖W‖₂ = σ_1 (exact, from the SVD's singular values), shape ``w.shape[:-2]``."""
+    return singular_values(w, method="svd")[..., 0]
+
+
+def frobenius_norm_sq(w: jax.Array) -> jax.Array:
+    """‖W‖_F² over the last two axes (float32 or float64)."""
+    wf = jnp.asarray(w).astype(_work_dtype(jnp.asarray(w).dtype))
+    return jnp.sum(jnp.square(wf), axis=(-2, -1))
+
+
+def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
+    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def stable_rank(w: jax.Array) -> jax.Array:
+    """srank(W) = ‖W‖_F² / ‖W‖₂² (paper 003, Def. 3.1), exact; 0 for a zero matrix."""
+    w = _check_matrix(w, "w")
+    return _safe_div(frobenius_norm_sq(w), jnp.square(spectral_norm(w)))
+
+
+def singular_distribution(w: jax.Array, method: str = "gram") -> jax.Array:
+    """Σ̂ = Σ / tr Σ (paper 002, Def. 3.1): singular values normalised to sum 1 (descending)."""
+    s = singular_values(w, method)
+    return _safe_div(s, jnp.sum(s, axis=-1, keepdims=True))
+
+
+def _tree_norm(t: Any) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(t)))
+
+
+def _tree_scale(t: Any, c: jax.Array) -> Any:
+    return jax.tree_util.tree_map(lambda x: (x * c).astype(x.dtype), t)
+
+
+def power_iteration(
+    matvec: Callable[[Any], Any],
+    rmatvec: Callable[[Any], Any],
+    x0: Any,
+    iters: int = 20,
+    *,
+    key: jax.Array | None = None,
+    dtype: Any = jnp.float32,
+) -> tuple[jax.Array, Any, Any]:
+    """Top singular triple (σ, u, v) of a linear operator A given as closures.
+
+    Args:
+      matvec: ``v ↦ A v`` (e.g. a ``jax.jvp`` of a layer map); inputs/outputs may be pytrees.
+      rmatvec: ``u ↦ Aᵀ u`` (e.g. the ``jax.vjp`` function).
+      x0: a start vector (array or pytree in A's input space), or a shape tuple, in which case
+        the start is ``normal(key, shape, dtype)`` (``key`` defaults to ``PRNGKey(0)``).
+      iters: number of AᵀA applications.
+
+    Returns:
+      ``(sigma, u, v)`` with ‖v‖ = ‖u‖ = 1 and A v = σ u (σ a lower bound that converges to
+      ‖A‖₂ at the rate (σ_2/σ_1)^(2·iters)). A zero operator gives σ = 0 and u = 0.
+    """
+    if isinstance(x0, tuple) and all(isinstance(d, int) for d in x0):
+        x0 = jax.random.normal(jax.random.PRNGKey(0) if key is None else key, x0, dtype)
+    n0 = _tree_norm(x0)
+    v = _tree_scale(x0, _safe_div(jnp.ones_like(n0), n0))
+
+    def body(_, v):
+        w = rmatvec(matvec(v))
+        nw = _tree_norm(w)
+        return _tree_scale(w, _safe_div(jnp.ones_like(nw), nw))
+
+    v = lax.fori_loop(0, iters, body, v)
+    av = matvec(v)
+    sigma = _tree_norm(av)
+    u = _tree_scale(av, _safe_div(jnp.ones_like(sigma), sigma))
+    return sigma, u, v
+
+
+def _start_vector(shape: tuple[int, ...], key: jax.Array | None, dtype: Any) -> jax.Array:
+    key = jax.random.PRNGKey(0) if key is None else key
+    v = jax.random.normal(key, shape, dtype)
+    return v / jnp.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def top_singular_pair(
+    w: jax.Array, iters: int = 30, key: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(σ_1, u_1, v_1) of ``w`` (…, m, n) by power iteration on WᵀW; batched over leading axes.
+
+    Returns σ of shape ``(...)``, u ``(..., m)``, v ``(..., n)`` with W v = σ u. σ converges
+    to ‖W‖₂ from below at the rate (σ_2/σ_1)^(2·iters); the vectors' sign is arbitrary.
+    """
+    w = _check_matrix(w, "w")
+    wf = w.astype(_work_dtype(w.dtype))
+    prec = _precision(wf.dtype)
+    mv = lambda v: jnp.einsum("...ij,...j->...i", wf, v, precision=prec)
+    rmv = lambda u: jnp.einsum("...ij,...i->...j", wf, u, precision=prec)
+
+    def normalise(x):
+        n = jnp.linalg.norm(x, axis=-1, keepdims=True)
+        return _safe_div(x, n)
+
+    v = _start_vector(wf.shape[:-2] + wf.shape[-1:], key, wf.dtype)
+    v = lax.fori_loop(0, iters, lambda _, v: normalise(rmv(mv(v))), v)
+    av = mv(v)
+    sigma = jnp.linalg.norm(av, axis=-1)
+    return sigma, normalise(av), v
+
+
+def spectral_norm_power(w: jax.Array, iters: int = 30, key: jax.Array | None = None) -> jax.Array:
+    """‖W‖₂ by power iteration (a lower bound; see :func:`top_singular_pair`)."""
+    return top_singular_pair(w, iters, key)[0]
+
+
+def stable_rank_power(w: jax.Array, iters: int = 30, key: jax.Array | None = None) -> jax.Array:
+    """srank(W) with ‖W‖₂ from power iteration: an upper bound that converges to
+    :func:`stable_rank` (used by adaptive MSign and the monitors; matvecs only)."""
+    w = _check_matrix(w, "w")
+    return _safe_div(frobenius_norm_sq(w), jnp.square(spectral_norm_power(w, iters, key)))
+
+
+def alignment(a: jax.Array, b: jax.Array, method: str = "svd", iters: int = 30) -> jax.Array:
+    """Align(A, B) = |v_{A,1}ᵀ u_{B,1}| (paper 003, Def. 3.2) for A (…, m, k), B (…, k, n).
+
+    v_{A,1} is A's top right singular vector and u_{B,1} B's top left singular vector (both in
+    ℝᵏ, the space the product AB contracts). ``method="svd"`` (exact) or ``"power"``
+    (:func:`top_singular_pair`, ``iters`` steps). Meaningless when σ_1 ≈ σ_2 (the top vector
+    is then not unique).
+    """
+    a = _check_matrix(a, "a")
+    b = _check_matrix(b, "b")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"alignment needs A @ B defined, got A {a.shape} and B {b.shape}")
+    if method == "svd":
+        _, _, vta = jnp.linalg.svd(a.astype(_work_dtype(a.dtype)), full_matrices=False)
+        ub, _, _ = jnp.linalg.svd(b.astype(_work_dtype(b.dtype)), full_matrices=False)
+        va, ub1 = vta[..., 0, :], ub[..., :, 0]
+    elif method == "power":
+        _, _, va = top_singular_pair(a, iters)
+        _, ub1, _ = top_singular_pair(b, iters)
+    else:
+        raise ValueError(f"unknown alignment method {method!r}; known: ['svd', 'power']")
+    return jnp.abs(jnp.sum(va * ub1.astype(va.dtype), axis=-1))
