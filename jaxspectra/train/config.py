@@ -8,7 +8,8 @@ A config file has one table per section (every key optional; defaults below)::
                    seed
     [optim]        name, learning_rate, schedule, warmup_steps, clip_norm, weight_decay,
                    lr_multipliers, [optim.options], [optim.schedule_options], [optim.msign]
-    [train]        steps, grad_accum, eval_every, log_every, sharding, peak_tflops, progress
+    [train]        steps, grad_accum, eval_every, log_every, sharding, fsdp_min_size, peak_tflops,
+                   progress, stop_on_nonfinite
     [checkpoint]   every, keep, async_save, dir, resume
     [instability]  thresholds of :mod:`jaxspectra.train.instability`
     [sweep]        seeds, [sweep.axes] ("section.key" = [values, ...])
@@ -90,6 +91,7 @@ class TrainSection:
     eval_every: int = 0  # 0 = only at the end
     log_every: int = 1
     sharding: str = "replicated"  # or "fsdp"
+    fsdp_min_size: int = 1024  # arrays smaller than this stay replicated under fsdp
     peak_tflops: float = 790.0  # for MFU (H100 measured bf16 peak; spec 989)
     progress: bool = True
     stop_on_nonfinite: bool = True

@@ -233,7 +233,8 @@ class _Engine:
         abstract_state = jax.eval_shape(
             lambda p: TrainState(jnp.zeros((), jnp.int32), p, tx0.init(p),
                                  jax.random.PRNGKey(0)), s.abstract_params)
-        self.state_sh = shd.state_shardings(abstract_state, s.mesh, cfg.train.sharding)
+        self.state_sh = shd.state_shardings(abstract_state, s.mesh, cfg.train.sharding,
+                                             cfg.train.fsdp_min_size)
         self.abstract_state = jax.tree.map(
             lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
             abstract_state, self.state_sh)
@@ -244,6 +245,7 @@ class _Engine:
         self.step = jax.jit(step, in_shardings=(self.state_sh, self.batch_sh, self.rep),
                             out_shardings=(self.state_sh, self.rep), donate_argnums=0)
         self._hooked: dict[tuple[str, ...], Any] = {}
+        self._init = None
         self.eval_step = jax.jit(make_eval_step(self.loss_fn),
                                  in_shardings=(self.state_sh.params, self.batch_sh),
                                  out_shardings=self.rep)
@@ -259,17 +261,22 @@ class _Engine:
         return self._hooked[key]
 
     def init_state(self, seed: int) -> TrainState:
+        if self._init is None:
+            self._init = self._make_init()
+        return self._init(jax.random.PRNGKey(seed))
+
+    def _make_init(self):
         s = self.s
         from jaxspectra.optim.registry import prepare_params
 
         def init(key):
             k_init, k_train = jax.random.split(key)
             params = init_params(s.module, k_init, s.cfg.data.seq_len)
-            params = prepare_params(s.cfg.optim.name, params)
+            params = prepare_params(s.cfg.optim.name, params, **s.cfg.optim.options)
             return TrainState(jnp.zeros((), jnp.int32), params,
                               self.make_tx(self.hp).init(params), k_train)
 
-        return jax.jit(init, out_shardings=self.state_sh)(jax.random.PRNGKey(seed))
+        return jax.jit(init, out_shardings=self.state_sh)
 
     def batch(self, dataset: Any, seed: int, step: int, batch_size: int | None = None):
         d = self.s.cfg.data

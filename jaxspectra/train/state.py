@@ -121,16 +121,39 @@ def base_hparams(cfg: OptimSection) -> dict[str, float]:
     return hp
 
 
+def _own_schedule(name: str) -> bool:
+    """Paper 004's presets build their own schedules from a float AdamW peak."""
+    from jaxspectra.optim import registry
+
+    return name in getattr(registry, "PAPER004", ())
+
+
 def make_tx_factory(
     cfg: OptimSection, total_steps: int, params: Any, mults: Any | None
 ) -> tuple[Callable[[dict], optax.GradientTransformation], Callable[[dict, Any], Any]]:
-    """``(make_tx(hp), lr_fn(hp, step))``; ``hp`` maps dotted names to (traced) scalars."""
-    from jaxspectra.optim.registry import build_optimizer
+    """``(make_tx(hp), lr_fn(hp, step))``; ``hp`` maps dotted names to (traced) scalars.
+
+    Chain: ``clip_by_global_norm → build_optimizer(name) → LR multipliers → MSign``. MSign stays
+    last (it restores the norm of ``W + u``, so it must see the final update). Paper 004's
+    presets get ``learning_rate`` as a float (they build their own schedules; ``optim.schedule``
+    is ignored and the logged ``lr`` is that peak).
+    """
+    from jaxspectra.optim import registry
     from jaxspectra.optim.schedules import build_schedule
 
+    own = _own_schedule(cfg.name)
+    manifold = cfg.name in getattr(registry, "MANIFOLD_PRESETS", ())
+    use_mults = mults is not None and cfg.lr_multipliers
+    if use_mults and manifold:
+        raise ConfigError(
+            f"optimizer {cfg.name!r} keeps weights on a manifold; per-leaf LR multipliers would "
+            "push them off it. Set optim.lr_multipliers=false (or use a non-μP model)."
+        )
     unit = build_schedule(cfg.schedule, 1.0, total_steps, cfg.warmup_steps, **cfg.schedule_options)
 
     def lr_fn(hp, step):
+        if own:
+            return jnp.asarray(cfg.learning_rate, jnp.float32)
         return hp["optim.learning_rate"] * unit(step)
 
     def make_tx(hp):
@@ -140,21 +163,23 @@ def make_tx_factory(
                 opts[k[len("optim.options.") :]] = v
         if "optim.weight_decay" in hp:
             opts["weight_decay"] = hp["optim.weight_decay"]
-        tx = build_optimizer(
-            cfg.name,
-            lambda step: lr_fn(hp, step),
-            params=params,
-            total_steps=total_steps,
-            msign=dict(cfg.msign) or None,
-            **opts,
+        lr = cfg.learning_rate if own else (lambda step: lr_fn(hp, step))
+        msign = dict(cfg.msign) or None
+        tx = registry.build_optimizer(
+            cfg.name, lr, params=params, total_steps=total_steps,
+            msign=None if use_mults else msign, **opts,
         )
         clip = hp.get("optim.clip_norm", cfg.clip_norm)
         parts = []
         if "optim.clip_norm" in hp or cfg.clip_norm > 0:
             parts.append(optax.clip_by_global_norm(clip))
         parts.append(tx)
-        if mults is not None and cfg.lr_multipliers:
+        if use_mults:
             parts.append(scale_by_tree(mults))
+            if msign:
+                from jaxspectra.optim.msign import msign as msign_tx
+
+                parts.append(msign_tx(**msign))
         return optax.chain(*parts)
 
     return make_tx, lr_fn

@@ -78,3 +78,36 @@ class ToyLM:
             flip = rng.random(batch_size) < self.noise
             x[:, i + 1] = np.where(flip, rng.integers(0, self.vocab_size, batch_size), nxt)
         return x[:, :-1].astype(np.int32), x[:, 1:].astype(np.int32)
+
+
+class PoisonLM(ToyLM):
+    """ToyLM whose batches from step ``bad_from`` on hold an out-of-vocabulary token: the
+    embedding gather fills NaN there, so the loss turns non-finite at exactly that step."""
+
+    def __init__(self, bad_from: int, **kw):
+        super().__init__(**kw)
+        self.bad_from = bad_from
+
+    def batch(self, seed, step, batch_size, seq_len):
+        x, y = super().batch(seed, step, batch_size, seq_len)
+        if step >= self.bad_from:
+            x = x.copy()
+            x[:, 0] = 10 * self.vocab_size
+        return x, y
+
+
+def base_config(run_dir, steps=20, **sections):
+    """A tiny real-preset config (``gpt-tiny`` shrunk) as nested dicts, sections merged in."""
+    d = {
+        "run": {"dir": str(run_dir), "seed": 0},
+        "model": {"name": "gpt-tiny", "options": {"n_layers": 1, "vocab_size": 17,
+                                                  "max_seq_len": 8}},
+        "data": {"source": "synthetic", "batch_size": 8, "seq_len": 8, "eval_batches": 1},
+        "optim": {"name": "adamw", "learning_rate": 1e-2, "schedule": "cosine",
+                  "warmup_steps": 2},
+        "train": {"steps": steps, "progress": False},
+        "checkpoint": {"every": 0, "keep": 0},
+    }
+    for k, v in sections.items():
+        d[k] = {**d.get(k, {}), **v}
+    return d

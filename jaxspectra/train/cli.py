@@ -1,0 +1,54 @@
+"""``jaxspectra train`` / ``jaxspectra sweep`` (called by :mod:`jaxspectra.cli`).
+
+Both load the TOML config, apply ``--set a.b=value`` overrides, validate everything before any
+compute (a :class:`~jaxspectra.train.config.ConfigError` is printed as one clear line and exits
+with status 2), run, and print where the outputs are. ``train`` exits 1 when the run stopped on
+a non-finite loss or its verdict is *unstable*.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from jaxspectra.train.config import ConfigError, load_config
+
+
+def _fail(cmd: str, err: Exception) -> int:
+    print(f"jaxspectra {cmd}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def train_command(config_path: str | None, overrides: dict[str, str] | None = None) -> int:
+    from jaxspectra.train.loop import train
+
+    try:
+        cfg = load_config(config_path, overrides)
+        result = train(cfg)
+    except ConfigError as e:
+        return _fail("train", e)
+    s = result.summary
+    v = s["verdict"]
+    bad = [k for k, c in v["criteria"].items() if c["triggered"]]
+    print(
+        f"jaxspectra train: {s['stopped']} at step {s['steps_done']}/{s['planned_steps']}; "
+        f"final loss {s['final_loss']}, eval {s['final_eval_loss']}; "
+        f"verdict {'UNSTABLE ' + str(bad) if v['unstable'] else 'stable'}; "
+        f"outputs in {result.run_dir}"
+    )
+    return 1 if (s["stopped"] == "nonfinite" or v["unstable"]) else 0
+
+
+def sweep_command(config_path: str | None, overrides: dict[str, str] | None = None) -> int:
+    from jaxspectra.train.sweep import sweep
+
+    try:
+        cfg = load_config(config_path, overrides)
+        result = sweep(cfg)
+    except ConfigError as e:
+        return _fail("sweep", e)
+    for m in result.members:
+        hp = {k: v for k, v in m.items() if k == "seed" or "." in k}
+        print(f"member {m['member']}: {hp} final loss {m['final_loss']:.4f} eval "
+              f"{m['final_eval_loss']} {'UNSTABLE' if m['verdict']['unstable'] else 'stable'}")
+    print(f"jaxspectra sweep: {len(result.members)} members; outputs in {result.run_dir}")
+    return 0

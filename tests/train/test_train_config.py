@@ -1,0 +1,149 @@
+"""Config loading/validation and the bad-input errors raised before any compute."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from _train_standins import ToyLM, base_config
+
+from jaxspectra.train import loop
+from jaxspectra.train.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    dump_toml,
+    from_dict,
+    load_config,
+    to_dict,
+)
+
+
+def test_toml_roundtrip_and_overrides(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[train]\nsteps = 7\n[optim]\nname = "sgd"\n[optim.options]\nmomentum = 0.5\n'
+                 '[sweep.axes]\n"optim.learning_rate" = [0.1, 0.2]\n')
+    cfg = load_config(p, {"optim.learning_rate": "3e-3", "train.progress": "false",
+                          "model.options.d_model": "32", "optim.options.nesterov": "true"})
+    assert cfg.train.steps == 7 and cfg.optim.name == "sgd" and cfg.optim.learning_rate == 3e-3
+    assert cfg.train.progress is False
+    assert cfg.model.options == {"d_model": 32}
+    assert cfg.optim.options == {"momentum": 0.5, "nesterov": True}
+    assert cfg.sweep.axes == {"optim.learning_rate": [0.1, 0.2]}
+    # the dump is valid TOML that loads back to the same config
+    (tmp_path / "d.toml").write_text(dump_toml(cfg))
+    assert load_config(tmp_path / "d.toml") == cfg
+    assert to_dict(from_dict(to_dict(cfg))) == to_dict(cfg)
+    with pytest.raises(Exception):  # frozen
+        cfg.train.steps = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"train": {"stpes": 3}}, r"train\.stpes.*known keys of \[train\].*'steps'"),
+        ({"trian": {}}, r"unknown config section.*known sections"),
+        ({"train": {"steps": "ten"}}, r"train\.steps.*integer"),
+        ({"train": {"progress": 1}}, r"train\.progress.*true/false"),
+    ],
+)
+def test_unknown_or_mistyped_keys_in_file(tmp_path, data, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "key, match",
+    [
+        ("optim.lr", r"unknown key 'lr'.*known keys of \[optim\].*learning_rate"),
+        ("optimizer.name", r"unknown section 'optimizer'"),
+        ("steps", r"must be section\.key"),
+        ("train.steps.x", r"not a table"),
+    ],
+)
+def test_unknown_set_keys(key, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(Config(), {key: "1"})
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail the test if the loop gets as far as building compiled steps."""
+
+    def boom(*a, **k):
+        raise AssertionError("compute started before validation failed")
+
+    monkeypatch.setattr(loop, "_Engine", boom)
+
+
+def _train(d, **kw):
+    return loop.train(from_dict(d), **kw)
+
+
+def test_batch_not_divisible_by_devices(tmp_path, no_compute, n_devices):
+    d = base_config(tmp_path / "r", data={"batch_size": n_devices + 1})
+    with pytest.raises(ConfigError, match=r"batch_size=9 must be divisible by device count"):
+        _train(d)
+    d = base_config(tmp_path / "r", data={"batch_size": 8}, train={"grad_accum": 3})
+    with pytest.raises(ConfigError, match=r"divisible by device count × grad_accum"):
+        _train(d)
+
+
+def test_heads_not_dividing_width(tmp_path, no_compute):
+    d = base_config(tmp_path / "r", model={"options": {"d_model": 18, "n_heads": 4}})
+    with pytest.raises(ConfigError, match=r"\[model\].*18.*4|divisible"):
+        _train(d)
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_unknown_model_optimizer_schedule(tmp_path, no_compute):
+    with pytest.raises(ConfigError, match="unknown model"):
+        _train(base_config(tmp_path / "r", model={"name": "gpt-nope"}))
+    with pytest.raises(ConfigError, match="unknown optimizer"):
+        _train(base_config(tmp_path / "r", optim={"name": "adamz"}))
+    with pytest.raises(ConfigError, match=r"unknown option|weight_dekay"):
+        _train(base_config(tmp_path / "r", optim={"options": {"weight_dekay": 0.1}}))
+    with pytest.raises(ConfigError, match="unknown schedule"):
+        _train(base_config(tmp_path / "r", optim={"schedule": "cosinus"}))
+
+
+def test_missing_data_path(tmp_path, no_compute):
+    d = base_config(tmp_path / "r", data={"source": "tinyshakespeare",
+                                         "data_dir": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match=r"nowhere.*does not exist.*default"):
+        _train(d)
+
+
+def test_seq_len_beyond_model(tmp_path, no_compute):
+    with pytest.raises(ConfigError, match=r"seq_len=16 exceeds"):
+        _train(base_config(tmp_path / "r", data={"seq_len": 16}))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_unwritable_dirs(tmp_path, no_compute):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(ConfigError, match=r"run\.dir .*not writable"):
+            _train(base_config(ro / "run"))
+        with pytest.raises(ConfigError, match=r"checkpoint\.dir .*not writable"):
+            _train(base_config(tmp_path / "ok", checkpoint={"every": 5, "dir": str(ro / "c")}))
+    finally:
+        ro.chmod(0o700)
+
+
+def test_unwritable_dirs_as_file(tmp_path, no_compute):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match=r"run\.dir .*not writable"):
+        _train(base_config(f / "run"))
+    with pytest.raises(ConfigError, match=r"checkpoint\.dir .*not writable"):
+        _train(base_config(tmp_path / "ok", checkpoint={"every": 5, "dir": str(f / "c")}))
+
+
+def test_config_dumped_into_run_dir(tmp_path):
+    d = base_config(tmp_path / "r", steps=3)
+    res = loop.train(from_dict(d), dataset=ToyLM(), eval_dataset=ToyLM(offset=99))
+    assert load_config(Path(res.run_dir) / "config.toml") == from_dict(d)
