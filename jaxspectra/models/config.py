@@ -17,6 +17,7 @@ NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rope", "none")
 MLPS = ("mlp", "swiglu")
 MOE_IMPLS = ("ragged", "dense")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 
 
 def _fail(cls: str, msg: str) -> None:
@@ -57,6 +58,11 @@ class TransformerConfig:
         multipliers ``mup_lr_block`` on the blocks' 2-D weights and ``mup_lr_embed`` on the
         embeddings (see :func:`jaxspectra.models.mup.lr_multipliers`).
       n_experts, top_k, moe_renormalize, moe_impl: mixture of experts (``n_experts = 0``: dense).
+      attention_impl: the default (non-probe) attention path: ``"auto"`` (cuDNN flash attention on
+        GPUs for bf16/fp16, XLA elsewhere), ``"xla"`` or ``"cudnn"``
+        (:func:`jaxspectra.models.layers.fused_attention`).
+      remat: rematerialise each block in the backward pass (``nn.remat``; saves activation
+        memory for a second forward; parameter names unchanged).
       dtype, param_dtype: compute and storage dtype names.
     """
 
@@ -81,6 +87,8 @@ class TransformerConfig:
     top_k: int = 0
     moe_renormalize: bool = True
     moe_impl: str = "ragged"
+    attention_impl: str = "auto"
+    remat: bool = False
     dtype: str = "float32"
     param_dtype: str = "float32"
 
@@ -97,6 +105,7 @@ class TransformerConfig:
         _choice(self, "activation", ACTIVATIONS)
         _choice(self, "mlp", MLPS)
         _choice(self, "moe_impl", MOE_IMPLS)
+        _choice(self, "attention_impl", ATTENTION_IMPLS)
         _choice(self, "dtype", DTYPES)
         _choice(self, "param_dtype", DTYPES)
         for f in ("init_std", "norm_eps", "mup_init_mult", "mup_lr_block", "mup_lr_embed"):

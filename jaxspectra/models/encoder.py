@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from jaxspectra.models.config import EncoderConfig
 from jaxspectra.models.gpt import check_tokens
-from jaxspectra.models.layers import Block, make_norm, resolve_dtype
+from jaxspectra.models.layers import block_class, make_norm, resolve_dtype
 
 
 class CLSEncoder(nn.Module):
@@ -42,7 +42,9 @@ class CLSEncoder(nn.Module):
         )
         self.cls = self.param("cls", init, (1, c.d_model), pdt)
         self.pos_embed = self.param("pos_embed", init, (c.max_seq_len + 1, c.d_model), pdt)
-        self.blocks = [Block(c, causal=False, name=f"block_{i}") for i in range(c.n_layers)]
+        self.blocks = [
+            block_class(c)(c, causal=False, name=f"block_{i}") for i in range(c.n_layers)
+        ]
         if c.prenorm:
             self.ln_f = make_norm(c, "ln_f")
         self.head = nn.Dense(

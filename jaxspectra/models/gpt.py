@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxspectra.models.config import GPTConfig
-from jaxspectra.models.layers import Block, make_norm, resolve_dtype, rope_tables
+from jaxspectra.models.layers import block_class, make_norm, resolve_dtype, rope_tables
 
 
 def check_tokens(tokens: jax.Array, max_len: int | None, what: str = "tokens") -> None:
@@ -78,11 +78,15 @@ class GPT(nn.Module):
                 embedding_init=init,
                 name="pos_embed",
             )
-        self.blocks = [Block(c, causal=True, name=f"block_{i}") for i in range(c.n_layers)]
+        self.blocks = [block_class(c)(c, causal=True, name=f"block_{i}") for i in range(c.n_layers)]
         self.ln_f = make_norm(c, "ln_f")
         if not c.tied:
             self.head = nn.Dense(
-                c.vocab_size, use_bias=False, dtype=dt, param_dtype=pdt, kernel_init=init,
+                c.vocab_size,
+                use_bias=False,
+                dtype=dt,
+                param_dtype=pdt,
+                kernel_init=init,
                 name="head",
             )
 

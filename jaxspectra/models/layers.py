@@ -146,6 +146,35 @@ def explicit_attention(q, k, v, causal: bool, scale: float):
     return out, p
 
 
+def _cudnn_ok(q) -> bool:
+    return (
+        jax.default_backend() == "gpu"
+        and q.dtype in (jnp.bfloat16, jnp.float16)
+        and q.shape[-1] <= 128
+        and q.shape[-1] % 8 == 0
+    )
+
+
+def fused_attention(q, k, v, causal: bool, scale: float, impl: str = "auto"):
+    """:func:`jax.nn.dot_product_attention` on ``[B, T, H, Dh]``.
+
+    ``impl="xla"`` or ``"cudnn"`` are passed through. ``"auto"`` picks cuDNN's fused (flash)
+    kernel on a GPU backend for bf16/fp16 inputs with a head dim ≤ 128 divisible by 8 (JAX's own
+    ``implementation=None`` always picks XLA today), and XLA everywhere else (CPU, TPU, float32).
+    If cuDNN refuses while tracing (version/shape checks) it falls back to XLA.
+    """
+    if impl == "auto":
+        if _cudnn_ok(q):
+            try:
+                return jax.nn.dot_product_attention(
+                    q, k, v, scale=scale, is_causal=causal, implementation="cudnn"
+                )
+            except (RuntimeError, ValueError, NotImplementedError):
+                pass
+        impl = "xla"
+    return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=causal, implementation=impl)
+
+
 def _normal(std: float):
     return nn.initializers.normal(stddev=std) if std > 0 else nn.initializers.zeros
 
@@ -204,7 +233,7 @@ class Attention(nn.Module):
         if return_probs:
             out, probs = explicit_attention(q, k, v, self.causal, scale)
         else:
-            out = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=self.causal)
+            out = fused_attention(q, k, v, self.causal, scale, c.attention_impl)
             probs = None
         return self.o(out.reshape(b, t, d)), probs
 
@@ -368,3 +397,8 @@ class Block(nn.Module):
             x = self.ln_1(x + a).astype(x.dtype)
             x = self.ln_2(x + self.ff(x)).astype(x.dtype)
         return x, p
+
+
+def block_class(cfg: Any):
+    """:class:`Block`, wrapped in ``nn.remat`` when ``cfg.remat`` (``return_probs`` static)."""
+    return nn.remat(Block, static_argnums=(3,)) if getattr(cfg, "remat", False) else Block

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxspectra.models.config import ViTConfig
-from jaxspectra.models.layers import Block, make_norm, resolve_dtype
+from jaxspectra.models.layers import block_class, make_norm, resolve_dtype
 
 
 def patchify(images: jax.Array, patch: int) -> jax.Array:
@@ -51,12 +51,18 @@ class ViT(nn.Module):
         dt, pdt = resolve_dtype(c.dtype), resolve_dtype(c.param_dtype)
         init = nn.initializers.normal(stddev=c.init_std)
         self.patch = nn.Dense(
-            c.d_model, use_bias=c.bias, dtype=dt, param_dtype=pdt, kernel_init=init,
+            c.d_model,
+            use_bias=c.bias,
+            dtype=dt,
+            param_dtype=pdt,
+            kernel_init=init,
             name="patch_embed",
         )
         self.cls = self.param("cls", init, (1, c.d_model), pdt)
         self.pos_embed = self.param("pos_embed", init, (1 + c.n_patches, c.d_model), pdt)
-        self.blocks = [Block(c, causal=False, name=f"block_{i}") for i in range(c.n_layers)]
+        self.blocks = [
+            block_class(c)(c, causal=False, name=f"block_{i}") for i in range(c.n_layers)
+        ]
         self.ln_f = make_norm(c, "ln_f")
         self.head = nn.Dense(
             c.n_classes, use_bias=c.bias, dtype=dt, param_dtype=pdt, kernel_init=init, name="head"

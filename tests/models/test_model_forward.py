@@ -194,3 +194,19 @@ def test_vit_matches_numpy_and_accepts_both_layouts():
     assert aux["attention"][0].shape == (2, 4, 50, 50)
     with pytest.raises(ValueError, match="images must be"):
         model.apply(params, jnp.zeros((2, 32, 32)))
+
+
+def test_remat_changes_neither_names_nor_values():
+    model, cfg = get_model("gpt-tiny")
+    params = random_params(model, cfg, seed=11)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 6)))
+    rmodel, _ = get_model("gpt-tiny", remat=True)
+    assert jax.tree.structure(jax.eval_shape(rmodel.init, jax.random.key(0), tokens)) == (
+        jax.tree.structure(params)
+    )
+    loss = lambda m: jax.value_and_grad(lambda p: jnp.mean(m.apply(p, tokens) ** 2))(params)
+    (a, ga), (b, gb) = loss(model), loss(rmodel)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7), ga, gb)
+    _, aux = rmodel.apply(params, tokens, return_attention=True)
+    assert aux["attention"][0].shape == (2, 2, 6, 6)
