@@ -8,7 +8,8 @@ need no data directory.
 Modules: :mod:`~jaxspectra.data.tokenizer` (byte, WordPiece, tiktoken),
 :mod:`~jaxspectra.data.shards` (``.bin`` shards), :mod:`~jaxspectra.data.text` (text sources),
 :mod:`~jaxspectra.data.mnist` (idx/npz), :mod:`~jaxspectra.data.datasets` (``LMDataset``,
-``ClassificationDataset``, ``build_lm_dataset``), :mod:`~jaxspectra.data.prepare` (CLI).
+``ClassificationDataset``, ``build_lm_dataset``), :mod:`~jaxspectra.data.tasks` (paper 001's
+WikiText-2 CLS tasks), :mod:`~jaxspectra.data.prepare` (CLI).
 
 Example:
   >>> from jaxspectra.data import build_lm_dataset
@@ -41,6 +42,7 @@ from jaxspectra.data.shards import (
     shard_info,
     write_shard,
 )
+from jaxspectra.data.tasks import chunk_tokens, wikitext2_cls_dataset
 from jaxspectra.data.text import (
     corpus_fingerprint,
     load_text,
@@ -72,6 +74,7 @@ __all__ = [
     "Tokenizer",
     "WordPieceTokenizer",
     "build_lm_dataset",
+    "chunk_tokens",
     "corpus_fingerprint",
     "find_shards",
     "get_tokenizer",
@@ -85,6 +88,7 @@ __all__ = [
     "read_wikitext2",
     "shard_info",
     "train_heldout_split",
+    "wikitext2_cls_dataset",
     "write_idx",
     "write_shard",
 ]

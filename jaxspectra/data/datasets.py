@@ -91,14 +91,11 @@ class LMDataset:
         name: str = "tokens",
         meta: dict | None = None,
     ):
-        if isinstance(tokens, np.ndarray):
-            shards = [tokens]
-        elif isinstance(tokens, Sequence) and not isinstance(tokens, str):
-            shards = [np.asarray(t) if not isinstance(t, np.ndarray) else t for t in tokens]
-        else:
-            shards = [np.asarray(tokens)]
-        if not shards:
-            raise ValueError("LMDataset needs at least one token array")
+        if (isinstance(tokens, Sequence) and not isinstance(tokens, str) and tokens
+                and all(np.ndim(t) == 1 for t in tokens)):  # several shards
+            shards = [t if isinstance(t, np.ndarray) else np.asarray(t) for t in tokens]
+        else:  # one array (a np.memmap stays a memmap)
+            shards = [tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)]
         for i, s in enumerate(shards):
             if s.ndim != 1 or (s.size and not np.issubdtype(s.dtype, np.integer)):
                 raise ValueError(
@@ -106,6 +103,8 @@ class LMDataset:
                 )
         self.shards = shards
         self.lengths = np.array([s.shape[0] for s in shards], dtype=np.int64)
+        if not self.lengths.sum():
+            raise ValueError(f"LMDataset {name!r} has no tokens")
         self.name = name
         self.meta = dict(meta or {})
         if vocab_size is not None:
@@ -342,6 +341,21 @@ class ClassificationDataset:
             yield self._take(np.arange(i, min(i + batch_size, n)))
 
 
+def encode_for_source(tok: Tokenizer, text: str, source: str) -> np.ndarray:
+    """``tok.encode(text)``; for word-level WikiText-2 with WordPiece, ``<unk>`` → ``[UNK]``.
+
+    The word-level WikiText files replace rare words by the literal ``<unk>``; WordPiece would
+    split it into ``<``, ``un``, ``##k``, ``>``. Mapping it to the vocabulary's ``[UNK]`` id makes
+    the stream differ from the raw variant's (paper 001 App. K used ``wikitext-2-raw-v1``) only
+    where a rare word was replaced.
+    """
+    from jaxspectra.data.tokenizer import WordPieceTokenizer
+
+    if isinstance(tok, WordPieceTokenizer) and source in ("wikitext2", "wikitext-2"):
+        return tok.encode(text, unk_marker="<unk>")
+    return tok.encode(text)
+
+
 def _shards_meta(paths: list[Path]) -> dict:
     """``meta.json`` written by :mod:`jaxspectra.data.prepare` beside the shards, if any."""
     for d in dict.fromkeys(p.parent for p in paths):
@@ -367,7 +381,8 @@ def build_lm_dataset(
 
     Args:
       source: ``"default"`` (stdlib corpus, no data dir), ``"tinyshakespeare"``, ``"wikitext2"``
-        (split ``train``/``valid``/``test``/``valid+test``; ``"wikitext2-raw"`` for ``wiki.*.raw``),
+        (split ``train``/``valid``/``test``/``valid+test``; ``"wikitext2-raw"`` for ``wiki.*.raw``;
+        with WordPiece, the word-level files' ``<unk>`` becomes ``[UNK]``: :func:`encode_for_source`),
         ``"pydocs"`` (Debian ``python3.11-doc``), ``"shards:<glob>"`` (``.bin`` shards; a
         ``{split}`` in the glob is replaced by ``split``; relative globs are under ``data_dir``
         when given), or ``"synthetic"``.
@@ -396,7 +411,7 @@ def build_lm_dataset(
                   "pydocs"):
         tok = get_tokenizer(tokenizer, data_dir)
         text = load_text(source, data_dir, split, val_fraction=val_fraction, max_bytes=max_bytes)
-        ids = tok.encode(text)
+        ids = encode_for_source(tok, text, source)
         meta = {"source": source, "split": split, "tokenizer": tok.name,
                 "vocab_size": tok.vocab_size, "text_sha256_16": corpus_fingerprint(text),
                 "num_chars": len(text)}

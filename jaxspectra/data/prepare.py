@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxspectra.data.datasets import encode_for_source
 from jaxspectra.data.shards import LAYOUTS, write_shard
 from jaxspectra.data.text import TEXT_SOURCES, corpus_fingerprint, load_text
 from jaxspectra.data.tokenizer import Tokenizer, get_tokenizer
@@ -86,7 +87,7 @@ def prepare(
     encoded: dict[str, tuple[np.ndarray, str, int]] = {}
     for name, split in split_map.items():
         text = load_text(source, data_dir, split, val_fraction=val_fraction, max_bytes=max_bytes)
-        encoded[name] = (tok.encode(text), corpus_fingerprint(text), len(text))
+        encoded[name] = (encode_for_source(tok, text, source), corpus_fingerprint(text), len(text))
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "source": source,

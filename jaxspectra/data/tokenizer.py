@@ -278,14 +278,38 @@ class WordPieceTokenizer:
             out.extend(wordpiece_split(word, self.vocab))
         return out
 
-    def encode(self, text: str, add_special_tokens: bool = False) -> np.ndarray:
+    def encode(
+        self, text: str, add_special_tokens: bool = False, unk_marker: str | None = None
+    ) -> np.ndarray:
+        """Token ids of ``text``.
+
+        Args:
+          text: any text.
+          add_special_tokens: wrap as ``[CLS] … [SEP]``.
+          unk_marker: a literal (e.g. WikiText's ``"<unk>"``) that becomes one ``[UNK]`` id
+            instead of being tokenised as text (``<``, ``un``, ``##k``, ``>``).
+        """
+        # Lines (and text between markers) are independent under BERT's whitespace and
+        # punctuation pre-tokenisation (a marker made of punctuation/letters stays separate):
+        # encode the pieces in one batch and put [UNK] between marker-separated pieces.
+        pieces: list[str] = []
+        unk_after: list[bool] = []
+        for line in text.split("\n"):
+            parts = line.split(unk_marker) if unk_marker else [line]
+            for j, part in enumerate(parts):
+                pieces.append(part)
+                unk_after.append(j < len(parts) - 1)
         if self._hf is not None:
-            # Lines are independent for BERT's whitespace pre-tokenisation: batch them.
-            lines = [ln for ln in text.split("\n") if ln.strip()]
-            encs = self._hf.encode_batch(lines, add_special_tokens=False) if lines else []
-            ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.int32)
+            encs = self._hf.encode_batch(pieces, add_special_tokens=False)
+            encoded = [e.ids for e in encs]
         else:
-            ids = np.asarray([self.vocab[t] for t in self.tokens(text)], dtype=np.int32)
+            encoded = [[self.vocab[t] for t in self.tokens(p)] for p in pieces]
+        out: list[int] = []
+        for ids_, unk in zip(encoded, unk_after):
+            out.extend(ids_)
+            if unk:
+                out.append(self.unk_id)
+        ids = np.asarray(out, dtype=np.int32)
         if add_special_tokens:
             ids = np.concatenate([[self.cls_id], ids, [self.sep_id]]).astype(np.int32)
         return ids

@@ -88,6 +88,9 @@ def test_bad_arguments():
             ds.batch(**args)
     with pytest.raises(ValueError, match="1-D"):
         LMDataset(np.zeros((2, 3), int))
+    with pytest.raises(ValueError, match="no tokens"):
+        LMDataset([])
+    assert LMDataset([5, 6, 7]).num_tokens == 3  # a plain list of ids is one stream
     with pytest.raises(ValueError, match="vocab_size=50"):
         LMDataset(np.arange(100), vocab_size=50)
 

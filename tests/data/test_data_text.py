@@ -121,3 +121,13 @@ def test_python_docs(tmp_path, monkeypatch):
     assert got == ".. file: about.rst.txt\nAbout\n.. file: library/os.rst.txt\nos\n==\n"
     with pytest.raises(DataNotFoundError, match="rst.txt"):
         read_python_docs(tmp_path / "none")
+
+
+def test_python_docs_installed_corpus():
+    root = need(text_mod.PYDOCS_DIR)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.rst.txt"))
+    got = read_python_docs(max_bytes=200_000)
+    headers = re.findall(r"^\.\. file: (.+)$", got, flags=re.M)
+    assert headers == files[: len(headers)] and len(got.encode()) <= 200_000
+    if text_mod.PYDOCS_DIR.name == "_sources" and "python3.11" in str(root):
+        assert len(files) == 497  # README: 497 *.rst.txt files in Debian's python3.11-doc
