@@ -293,6 +293,16 @@ def route_top_k(logits: jax.Array, k: int, renormalize: bool):
     return w, idx
 
 
+def load_balance_loss(logits: jax.Array, experts: jax.Array) -> jax.Array:
+    """Switch-Transformer auxiliary loss ``E · Σ_e f_e · P_e`` (Fedus et al. 2021, eq. 4, with
+    top-k assignments): ``f_e`` the fraction of the ``N·k`` assignments sent to expert ``e``,
+    ``P_e`` the mean router probability of ``e``. Equals 1 under perfectly uniform routing."""
+    n_exp = logits.shape[-1]
+    probs = jax.nn.softmax(logits.astype(_softmax_dtype(logits.dtype)), axis=-1)
+    frac = jnp.mean(jax.nn.one_hot(experts, n_exp, dtype=probs.dtype), axis=(0, 1))
+    return n_exp * jnp.sum(frac * jnp.mean(probs, axis=0))
+
+
 class MoE(nn.Module):
     """Token-choice mixture of SwiGLU (or plain MLP) experts with a softmax top-``k`` router.
 
@@ -303,7 +313,9 @@ class MoE(nn.Module):
     ``cfg.moe_impl``: ``"ragged"`` sorts the ``N·k`` (token, expert) pairs by expert and runs
     :func:`jax.lax.ragged_dot` (only the chosen experts are computed); ``"dense"`` runs every
     expert on every token and masks (E/k times the FLOPs; a simple reference).
-    No load-balancing loss or capacity limit is applied.
+    No capacity limit is applied. Each MoE layer sows its :func:`load_balance_loss` into the
+    ``"intermediates"`` collection (``apply(..., mutable=["intermediates"])`` returns it; add it to
+    the loss with a small weight, e.g. 0.01, if wanted — the default apply ignores it).
     """
 
     cfg: Any
@@ -340,7 +352,9 @@ class MoE(nn.Module):
         dt = resolve_dtype(c.dtype)
         shape = x.shape
         xf = x.reshape(-1, shape[-1]).astype(dt)
-        w, idx = route_top_k(self.router(xf), c.top_k, c.moe_renormalize)
+        logits = self.router(xf)
+        w, idx = route_top_k(logits, c.top_k, c.moe_renormalize)
+        self.sow("intermediates", "load_balance_loss", load_balance_loss(logits, idx))
         act = activation_fn(c.activation)
         w_in, w_up, w_out = self._kernels()
         if c.moe_impl == "dense":

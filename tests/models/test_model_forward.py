@@ -210,3 +210,23 @@ def test_remat_changes_neither_names_nor_values():
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7), ga, gb)
     _, aux = rmodel.apply(params, tokens, return_attention=True)
     assert aux["attention"][0].shape == (2, 2, 6, 6)
+
+
+def test_moe_sows_load_balance_loss():
+    model, cfg = get_model("llama-moe-tiny")
+    params = random_params(model, cfg, seed=12)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 5)))
+    logits, state = model.apply(params, tokens, mutable=["intermediates"])
+    np.testing.assert_allclose(logits, model.apply(params, tokens), rtol=1e-6)
+    (lb,) = state["intermediates"]["block_1"]["moe"]["load_balance_loss"]
+    # NumPy: E · Σ_e (share of top-k assignments to e) · (mean router probability of e)
+    h = np.asarray(model.apply(params, tokens, return_hidden=True)[1]["hidden"][1], np.float64)
+    p = f64(params)["params"]["block_1"]
+    x = ref.norm(cfg, p["ln_1"], h)
+    a, _ = ref.attention(cfg, p["attn"], x, True, True)
+    z = ref.norm(cfg, p["ln_2"], h + a).reshape(-1, cfg.d_model) @ p["moe"]["router"]["kernel"]
+    pr = np.exp(z - z.max(-1, keepdims=True))
+    pr /= pr.sum(-1, keepdims=True)
+    top = np.argsort(-pr, -1)[:, : cfg.top_k]
+    frac = np.bincount(top.ravel(), minlength=cfg.n_experts) / top.size
+    np.testing.assert_allclose(lb, cfg.n_experts * np.sum(frac * pr.mean(0)), rtol=1e-4)
