@@ -221,8 +221,8 @@ class SyntheticLMDataset:
     """Uniform random tokens in ``[0, vocab_size)``, generated from ``(seed, step)``; no storage.
 
     ``targets`` are ``inputs`` shifted by one inside a ``T + 1`` window, as for real data; the
-    best achievable loss is ``log(vocab_size)``. Evaluation batch ``i`` is training batch ``i`` of
-    seed ``2**63 + seed`` (disjoint from every training seed below ``2**63``).
+    best achievable loss is ``log(vocab_size)``. Evaluation batch ``i`` is ``batch(2**63, i)``, the
+    same for every run (no training seed below ``2**63`` sees it).
     """
 
     def __init__(self, vocab_size: int = 256, *, num_eval_batches: int = 4, name: str = "synthetic"):
