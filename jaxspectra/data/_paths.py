@@ -8,7 +8,9 @@ tried and names the offline alternative.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -60,3 +62,34 @@ def first_existing(candidates: Iterable[Path], what: str, alternative: str) -> P
             return c
     tried = ", ".join(repr(str(c)) for c in candidates)
     raise DataNotFoundError(f"{what} not found (tried {tried}). {alternative}.")
+
+
+def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes]) -> Path:
+    """Write ``chunks`` to ``path`` atomically: a temporary file in the same directory, ``fsync``,
+    ``os.replace``. A crash leaves either the old file or the new one, never a partial file. The
+    new file gets the usual ``0o666 & ~umask`` permissions."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise DataNotFoundError(f"directory {str(path.parent)!r} of {str(path)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return path

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from jaxspectra.data._paths import DataNotFoundError, first_existing, resolve_data_dir
+from jaxspectra.data._paths import (
+    DataNotFoundError,
+    atomic_write,
+    first_existing,
+    resolve_data_dir,
+)
 
 IDX_DTYPES = {
     0x08: np.dtype("u1"),
@@ -97,18 +101,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
     )
     if path.suffix == ".gz":
         payload = gzip.compress(payload, mtime=0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, [payload])
 
 
 def _idx_candidates(root: Path, prefix: str, kind: str, rank: int) -> list[Path]:

@@ -21,12 +21,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from jaxspectra.data._paths import DataNotFoundError, atomic_write
 from jaxspectra.data.datasets import encode_for_source
 from jaxspectra.data.shards import LAYOUTS, write_shard
 from jaxspectra.data.text import TEXT_SOURCES, corpus_fingerprint, load_text
@@ -86,7 +86,16 @@ def prepare(
             raise FileExistsError(f"{existing} exist; pass --overwrite to replace them")
     encoded: dict[str, tuple[np.ndarray, str, int]] = {}
     for name, split in split_map.items():
-        text = load_text(source, data_dir, split, val_fraction=val_fraction, max_bytes=max_bytes)
+        try:
+            text = load_text(source, data_dir, split, val_fraction=val_fraction,
+                             max_bytes=max_bytes)
+        except DataNotFoundError as e:
+            if source.startswith("wikitext") and "valid+test" in str(e):
+                raise DataNotFoundError(
+                    f"{e} With prepare: --splits train=valid+test,val=test (Python: "
+                    "splits='train=valid+test,val=test')."
+                ) from e
+            raise
         encoded[name] = (encode_for_source(tok, text, source), corpus_fingerprint(text), len(text))
     out.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -109,11 +118,7 @@ def prepare(
             "num_chars": nchars,
             "text_sha256_16": fp,
         }
-    fd, tmp = tempfile.mkstemp(prefix=".meta.json.", suffix=".tmp", dir=out)
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, out / "meta.json")
+    atomic_write(out / "meta.json", [(json.dumps(meta, indent=2) + "\n").encode()])
     return meta
 
 

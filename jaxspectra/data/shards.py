@@ -24,16 +24,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import glob as _glob
 import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from jaxspectra.data._paths import LM_ALTERNATIVE, DataNotFoundError
+from jaxspectra.data._paths import LM_ALTERNATIVE, DataNotFoundError, atomic_write
 
 MODDED_MAGIC = 20240520
 HEADER_INTS = 256
@@ -165,30 +163,13 @@ def write_shard(
         )
     if path.exists() and not overwrite:
         raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it")
-    if not path.parent.is_dir():
-        raise DataNotFoundError(f"directory {str(path.parent)!r} of shard {str(path)!r} missing")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if layout == "modded":
-                header = np.zeros(HEADER_INTS, dtype="<i4")
-                header[:3] = (MODDED_MAGIC, version, tokens.size)
-                f.write(header.tobytes())
-            f.write(tokens.astype(dtype).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    return path
+    chunks = []
+    if layout == "modded":
+        header = np.zeros(HEADER_INTS, dtype="<i4")
+        header[:3] = (MODDED_MAGIC, version, tokens.size)
+        chunks.append(header.tobytes())
+    chunks.append(tokens.astype(dtype).tobytes())
+    return atomic_write(path, chunks)
 
 
 def find_shards(pattern: str | os.PathLike) -> list[Path]:

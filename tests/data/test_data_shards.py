@@ -30,6 +30,9 @@ def tokens():
 def test_nanogpt_layout_is_raw_uint16(tmp_path, tokens):
     p = write_shard(tmp_path / "train.bin", tokens)
     assert p.stat().st_size == 2 * tokens.size
+    umask = os.umask(0)
+    os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0o600
     np.testing.assert_array_equal(np.fromfile(p, dtype="<u2"), tokens)  # independent read
     got = read_shard(p)
     assert isinstance(got, np.memmap) and got.dtype == np.uint16
