@@ -337,7 +337,6 @@ def train(
     B, T = cfg.data.batch_size, cfg.data.seq_len
     ckpt = (Checkpointer(s.ckpt_dir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
             if s.ckpt_dir is not None else None)
-    writer = MetricsWriter(s.run_dir)
     start = 0
     state = None
     resumed_from = None
@@ -348,6 +347,7 @@ def train(
         _truncate_metrics(s.run_dir / "metrics.jsonl", start)
     if state is None:
         state = eng.init_state(cfg.run.seed)
+    writer = MetricsWriter(s.run_dir)  # after the resume truncation (it replaces the file)
     counts = param_counts(state.params)
     if start == 0:
         writer.write(0, {f"params/{k}": v for k, v in counts.items()})

@@ -75,7 +75,7 @@ def make_train_step(
                 lambda g, p: (g / grad_accum).astype(p.dtype), grads, state.params
             )
         tx = make_tx(hp)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new = TrainState(state.step + 1, params, opt_state, state.rng)
