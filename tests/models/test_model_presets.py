@@ -207,3 +207,11 @@ def test_bad_inputs_fail_clearly():
         jax.eval_shape(model.apply, params, jnp.zeros((1, 4), jnp.float32))
     with pytest.raises(ValueError, match=r"\[batch, seq_len\]"):
         jax.eval_shape(model.apply, params, jnp.zeros((4,), jnp.int32))
+
+
+def test_mup_zero_query_with_fused_qkv_zeroes_only_q():
+    model, cfg = get_model("gpt-tiny", mup=True, fused_qkv=True, d_model=32, n_heads=4)
+    params = model.init(jax.random.key(0), example_input(cfg))
+    q, k, v = np.split(np.asarray(params["params"]["block_0"]["attn"]["qkv"]["kernel"]), 3, -1)
+    assert np.all(q == 0) and np.all(k != 0) and np.all(v != 0)
+    assert abs(float(np.concatenate([k, v]).std()) / 0.08 - 1) < 0.1
