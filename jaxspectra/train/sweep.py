@@ -158,20 +158,8 @@ def sweep(cfg: Config, *, model: tuple[Any, Any] | None = None, dataset: Any = N
     M = len(members)
     B, T, steps = cfg.data.batch_size, cfg.data.seq_len, cfg.train.steps
 
-    # per-member init, exactly as a single run would do it, then stacked
-    states = []
-    for mem in members:
-        mo = {k[len("model.options."):]: v for k, v in mem.items() if k.startswith("model.")}
-        if mo:
-            mc = dataclasses.replace(cfg.model, options={**cfg.model.options, **mo})
-            sub = dataclasses.replace(s, module=build_model(mc, T)[0])
-            states.append(_Engine(sub).init_state(mem["seed"]))
-        else:
-            states.append(eng.init_state(mem["seed"]))
     rep = shd.replicated(s.mesh)
-    state = jax.device_put(
-        jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states), rep)
-    del states
+    state = init_members(s, eng, members)
     base = base_hparams(cfg.optim)
     hp_keys = sorted(set(base) | {k for k in members[0] if k in SWEEPABLE_OPTIM
                                   or k.startswith("optim.options.")})
@@ -274,6 +262,23 @@ def sweep(cfg: Config, *, model: tuple[Any, Any] | None = None, dataset: Any = N
                "config": to_dict(cfg)}
     _write_json(s.run_dir / "summary.json", summary)
     return SweepResult(out_members, summary, losses, state, s.run_dir)
+
+
+def init_members(s: Setup, eng: _Engine, members: list[dict[str, Any]]) -> TrainState:
+    """Each member initialised exactly as its single run would be, stacked on axis 0."""
+    states = []
+    T = s.cfg.data.seq_len
+    for mem in members:
+        mo = {k[len("model.options."):]: v for k, v in mem.items() if k.startswith("model.")}
+        if mo:
+            mc = dataclasses.replace(s.cfg.model, options={**s.cfg.model.options, **mo})
+            sub = dataclasses.replace(s, module=build_model(mc, T)[0])
+            states.append(_Engine(sub).init_state(mem["seed"]))
+        else:
+            states.append(eng.init_state(mem["seed"]))
+    return jax.device_put(
+        jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states),
+        shd.replicated(s.mesh))
 
 
 def _default(cfg: Config, key: str) -> float:

@@ -7,8 +7,8 @@ import numpy as np
 from _train_standins import ToyLM, base_config
 
 from jaxspectra.train.config import from_dict
-from jaxspectra.train.metrics import read_jsonl
 from jaxspectra.train.loop import train
+from jaxspectra.train.metrics import read_jsonl
 
 STEPS = 2000
 
