@@ -445,6 +445,8 @@ def train(
             writer.write(done, {"eval/loss": ev})
         if need_ckpt:
             save(done)
+        if need_eval or need_ckpt:
+            last_time = time.perf_counter()  # keep eval/save time out of tokens/s
         for hm in host_monitors:
             for st, mm in hm.poll():
                 writer.write(st, mm)
