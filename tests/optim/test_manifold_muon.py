@@ -202,7 +202,6 @@ def test_warm_start_continues_from_previous_multiplier():
     [
         ("stiefel", "accurate", 1e-5),
         ("dgram", "accurate", 1e-5),
-        ("stiefel", "svd", 1e-5),
         # bf16 Polar Express (paper 004's msign) as the retraction: measured 1.4e-2 / 3.6e-3
         ("stiefel", "polar_express", 3e-2),
         ("dgram", "polar_express", 1e-2),
