@@ -202,7 +202,9 @@ def paper004(
       muon_peak, momentum: Muon-family peak LR (0.02, scaled by lr_adamw(t)/adamw_peak) and μ.
       muon_weight_decay: unconstrained Muon's decoupled decay (0.1); manifold weights get none.
       clip_norm: if set, ``optax.clip_by_global_norm`` first (the paper's runs: 1.0).
-      sign_method: matrix-sign method for the Muon family (``None``: Polar Express, the authors').
+      sign_method: matrix-sign method for the Muon family, inner loop and retraction (``None``:
+        the presets' — Polar Express, the authors', and an accurate polar factor for the sorted
+        DGram retraction).
       strict: see :func:`module_wise`.
       **manifold_overrides: keyword arguments of
         :func:`jaxspectra.optim.manifold_muon.manifold_muon` replacing the ``paper004`` preset's
@@ -243,8 +245,9 @@ def paper004(
         if manifold != "dgram":
             kw.pop("retraction", None)  # a retraction override names DGram's; Stiefel: polar
         kw.setdefault("momentum", momentum)
-        if sign_method is not None:
+        if sign_method is not None:  # the inner loop's and the retraction's sign
             kw.setdefault("sign_method", sign_method)
+            kw.setdefault("retraction_sign_method", sign_method)
         return mm.paper004(lr_muon, manifold, **kw)
 
     tx = module_wise(attention=family(attn_m), mlp=family(mlp_m), rest=rest, strict=strict)
@@ -265,8 +268,9 @@ def paper004_init(
     """Put the manifold-managed weights of ``assignment`` on their manifolds (once, at init).
 
     The retraction is the preset's (the authors' sorted one for DGram, the polar factor for
-    Stiefel); ``retraction`` overrides DGram's; ``sign_method`` defaults to the preset's Polar
-    Express. ``unconstrained_muon`` returns ``params`` unchanged. Extra keyword arguments (the
+    Stiefel); ``retraction`` overrides DGram's; ``sign_method`` defaults to the preset's
+    retraction sign (Polar Express for Stiefel, as the authors' ``msign``; the accurate polar
+    factor for DGram). ``unconstrained_muon`` returns ``params`` unchanged. Extra keyword arguments (the
     rest of :func:`paper004`'s options) are accepted and ignored so the same ``**options`` can be
     passed to both.
     """
@@ -276,10 +280,11 @@ def paper004_init(
     from jaxspectra.optim import manifold_muon as mm
 
     labels = module_labels(params)
-    sign = sign_method or mm.PAPER004_SIGN
     for group, manifold in (("attention", attn_m), ("mlp", mlp_m)):
         mask = jax.tree.map(lambda lab, g=group: lab == g, labels)
         ret = (retraction or "sorted") if manifold == "dgram" else "default"
+        # The preset's retraction sign: Polar Express for Stiefel, accurate for sorted DGram.
+        sign = sign_method or ("accurate" if manifold == "dgram" else mm.PAPER004_SIGN)
         params = mm.project_to_manifold(
             params, manifold, mask, retraction=ret, qkv=qkv, sign_method=sign
         )
