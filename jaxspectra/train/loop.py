@@ -256,8 +256,8 @@ class _Engine:
             step = make_train_step(self.loss_fn, self.make_tx, self.lr_fn,
                                    self.s.cfg.train.grad_accum, monitors=active)
             self._hooked[key] = jax.jit(
-                step, in_shardings=(self.state_sh, self.batch_sh, self.rep, None),
-                out_shardings=(self.state_sh, self.rep, self.rep, None), donate_argnums=0)
+                step, in_shardings=(self.state_sh, self.batch_sh, self.rep, self.rep),
+                out_shardings=(self.state_sh, self.rep, self.rep, self.rep), donate_argnums=0)
         return self._hooked[key]
 
     def init_state(self, seed: int) -> TrainState:
@@ -352,7 +352,7 @@ def train(
     if start == 0:
         writer.write(0, {f"params/{k}": v for k, v in counts.items()})
     flops_tok = model_flops_per_token(s.model_config, s.abstract_params, T)
-    mon_states = {m.name: m.init(state.params) for m in monitors}
+    mon_states = {m.name: jax.device_put(m.init(state.params), eng.rep) for m in monitors}
     end = t_cfg.steps if stop_after is None else min(stop_after, t_cfg.steps)
     fetcher = LaggedFetcher()
     losses: list[tuple[int, float]] = []
