@@ -298,9 +298,12 @@ def test_works_inside_optax_partition_and_schedule():
         {"attn": "mm", "ln": "adam"},
     )
     grads = jax.tree.map(jnp.ones_like, params)
-    new, _ = _step(opt, params, grads)
+    new, state = _step(opt, params, grads)
     # the schedule is 0 at step 0: the first update leaves the manifold weight unchanged
     np.testing.assert_allclose(new["attn"]["o"]["kernel"], params["attn"]["o"]["kernel"], atol=1e-6)
+    # metrics are reachable through the partition state (square Stiefel: exact at step 1)
+    assert int(optax.tree.get(state, "inner_steps")["attn"]["o"]["kernel"]) == 1
+    assert float(optax.tree.get(state, "violation")["attn"]["o"]["kernel"]) < 1e-5
 
 
 # ------------------------------------------------------------------------------------------------
