@@ -74,6 +74,7 @@ FIELDS: dict[str, type] = {
     "loss_floor": float,
     "fit_floor": float,
     "linear_tol": float,
+    "retries": int,
     # optional second, over-parameterised grid at a smaller N (smoke presets: d ≥ N cheaply)
     "over_N": int,
     "over_dims": tuple,  # of int; empty = no second grid
@@ -198,6 +199,17 @@ def step_sizes(batch: dict[str, Any], attention: str, iters: int, key: jax.Array
     B = batch["y"].shape[0]
     return jax.jit(jax.vmap(one))(batch["X"], batch["y"], batch["teacher"], batch["student"],
                                   jax.random.split(key, B))
+
+
+def end_curvature(params: pa.Params, batch: dict[str, Any], attention: str, iters: int,
+                  key: jax.Array) -> jax.Array:
+    """|λ|_max(∇²L) at ``params`` for every run (power iteration), to check η·λ_max < 2."""
+
+    def one(prm, X, y, k):
+        return _top_curvature(lambda q: pa.loss(q, X, y, attention), prm, iters, k)
+
+    B = batch["y"].shape[0]
+    return jax.jit(jax.vmap(one))(params, batch["X"], batch["y"], jax.random.split(key, B))
 
 
 def _make_chunk(attention: str, n_steps: int) -> Callable:
@@ -396,10 +408,32 @@ def run_grid(cfg: dict[str, Any], progress: bool = True
                              jax.random.fold_in(kd, 1))
             final, curve = train(batch, eta, steps, cfg["chunks"], cfg["attention"],
                                  desc=f"N={N} d={d}", progress=progress)
+            # GD can sharpen the loss along the path until η·λ_max(∇²L) = 2 and then oscillate
+            # (edge of stability): measured, e.g., on a linear-attention run (d=20, σ_p=1) that
+            # sat in a period-2 cycle at L/L0 = 3e-2 with η·λ_max = 2.003. Re-run such runs with
+            # η = 1/(1.02·λ_max(∇²L(θ_T))) so that η ≤ 1/λ_max holds along the path as well.
+            lam_end = end_curvature(final, batch, cfg["attention"], cfg["power_iters"],
+                                    jax.random.fold_in(kd, 2))
+            retries = 0
+            while retries < cfg.get("retries", 2):
+                bad = np.asarray(eta * lam_end > 1.5)
+                if not bad.any():
+                    break
+                retries += 1
+                eta = jnp.where(jnp.asarray(bad), jnp.minimum(eta, 1.0 / (1.02 * lam_end)), eta)
+                final2, curve2 = train(batch, eta, steps, cfg["chunks"], cfg["attention"],
+                                       desc=f"N={N} d={d} retry {retries}", progress=progress)
+                sel = jnp.asarray(bad)
+                final = jax.tree.map(lambda a, b, sel=sel: jnp.where(
+                    sel.reshape((-1,) + (1,) * (a.ndim - 1)), b, a), final, final2)
+                curve = np.where(bad[:, None], curve2, curve)
+                lam_end = end_curvature(final, batch, cfg["attention"], cfg["power_iters"],
+                                        jax.random.fold_in(kd, 2 + retries))
             wall = time.perf_counter() - t0
             curves[(N, d)] = curve
             Xs = np.asarray(batch["X"])
             eta_np = np.asarray(eta)
+            lam_np = np.asarray(lam_end)
             for b in range(curve.shape[0]):
                 sp = cfg["sigma_ps"][b // cfg["seeds"]]
                 teacher = {k: np.asarray(v[b]) for k, v in batch["teacher"].items()}
@@ -409,6 +443,8 @@ def run_grid(cfg: dict[str, Any], progress: bool = True
                        "group_wall_s": wall}
                 rec.update(analyse_run(Xs[b], teacher, fin, float(eta_np[b]), curve[b],
                                        cfg["attention"], cfg))
+                rec["eta_times_lam_max_end"] = float(eta_np[b] * lam_np[b])
+                rec["step_retries"] = retries
                 runs.append(rec)
     return runs, curves
 
@@ -513,7 +549,7 @@ def _fmt(x: float, spec: str = ".3g") -> str:
 
 
 def runs_table(runs: list[dict], attention: str) -> list[str]:
-    head = ("| N | d | σ_p | seed | η | Cor. 1: steps/decade of e (p) | κ(∇²L) joint | "
+    head = ("| N | d | σ_p | seed | η (η·λ_max end) | Cor. 1: steps/decade of e (p) | κ(∇²L) joint | "
             "loss steps/decade (joint) | final L/L₀ | fitted rate | "
             "log10R teacher | log10R end | κ(H_p) teacher | κ(H_p) end | Thm 2 bound |")
     lines = [head, "|" + "---|" * 15]
@@ -530,7 +566,8 @@ def runs_table(runs: list[dict], attention: str) -> list[str]:
                 f"{_fmt(-1.0 / r['fit_slope_log10_per_step'] if r['fit_slope_log10_per_step'] < 0 else math.inf)} steps/decade)")
         joint = f"{r['kappa_joint_teacher_text']} | {_fmt(r['joint_loss_steps_per_decade'])}"
         lines.append(
-            f"| {r['N']} | {r['d']} | {r['sigma_p']:g} | {r['seed']} | {r['eta']:.4g} | {cor} | "
+            f"| {r['N']} | {r['d']} | {r['sigma_p']:g} | {r['seed']} | {r['eta']:.4g} "
+            f"({r['eta_times_lam_max_end']:.2f}{', retried' if r['step_retries'] else ''}) | {cor} | "
             f"{joint} | "
             f"{r['final_rel_loss']:.3e} | {rate} | {r['teacher_median_log10_R']:.2f} | {extra} |")
     return lines
@@ -555,7 +592,8 @@ def write_report(path: pathlib.Path, title: str, name: str, preset: str, cfg: di
         f"Full-batch GD ({cfg['steps']} steps; {cfg.get('over_steps')} on the second grid if "
         "any), per-run step η = 1/(1.02·max(λ_max(∇²L(θ*)), "
         "|λ|_max(∇²L(θ₀)))) by power iteration (η ≤ 1/λ_max(∇²L) with ∇²L = H_p/N at the "
-        "teacher). R = max/min attention probability per example, from the logits, aggregated by "
+        "teacher); a run that ends with η·λ_max(∇²L(θ_T)) > 1.5 (edge of stability) is re-run with "
+        "η = 1/(1.02·λ_max(∇²L(θ_T))) (at most `retries` times; column η·λ_max end). R = max/min attention probability per example, from the logits, aggregated by "
         "the median over examples. Corollary 1: slow direction ∝ (1 - ηλ_min(H_p)/N)^t, given as "
         "steps per decade of ‖e‖ for p alone (v frozen, the paper's setting); the joint column is the "
         "same prediction for the loss from the Gauss–Newton ∇²L(θ*) over every trained "

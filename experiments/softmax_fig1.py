@@ -20,7 +20,7 @@ from experiments import _softmax
 
 DESCRIPTION = "paper 001 Fig. 1: GD slows with attention sparsity R when under-parameterised"
 
-_BASE = dict(attention="softmax", train_W=False, power_iters=50, seed=0, loss_floor=1e-12,
+_BASE = dict(attention="softmax", train_W=False, power_iters=50, retries=2, seed=0, loss_floor=1e-12,
              fit_floor=1e-10, linear_tol=1e-7)
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(_BASE, N=100, dims=(20,), sigma_ps=(0.1, 1.0), seeds=2, steps=3000, chunks=10,

@@ -17,7 +17,7 @@ from experiments import _softmax
 
 DESCRIPTION = "paper 001 Fig. 7: under-parameterised GD vs R swept over > 5 orders of magnitude"
 
-_BASE = dict(N=100, dims=(20,), attention="softmax", train_W=False, power_iters=50, seed=0,
+_BASE = dict(N=100, dims=(20,), attention="softmax", train_W=False, power_iters=50, retries=2, seed=0,
              loss_floor=1e-12, fit_floor=1e-10, linear_tol=1e-7, over_N=0, over_dims=(),
              over_steps=0)
 PRESETS: dict[str, dict[str, Any]] = {
