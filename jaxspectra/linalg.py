@@ -217,10 +217,16 @@ def _polynomial_sign(
     norm = jnp.sqrt(jnp.sum(jnp.square(xf), axis=(-2, -1), keepdims=True))
     # a zero matrix stays zero: 0 / (0 + tiny) = 0
     y = (xf / (frob_scale * norm + jnp.finfo(xf.dtype).tiny)).astype(dtype)
-    for a, b, c in coeffs:
+
+    def step(y, abc):
+        a, b, c = abc[0], abc[1], abc[2]
         gram = _mm(y, _mT(y), prec)
         poly = b * gram + c * _mm(gram, gram, prec)
-        y = a * y + _mm(poly, y, prec)
+        return a * y + _mm(poly, y, prec), None
+
+    # lax.scan over the coefficient table: one compiled step whatever the step count
+    table = jnp.asarray(np.asarray(coeffs, np.float64), dtype)
+    y, _ = lax.scan(step, y, table)
     return _mT(y) if tall else y
 
 
