@@ -27,8 +27,21 @@ import jax.numpy as jnp
 import optax
 
 
+def is_number(x: Any) -> bool:
+    """True for a Python number (validated eagerly); traced or array hyper-parameters (vmapped
+    sweeps) are left unchecked."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_range(who: str, name: str, x: Any, lo: float, hi: float | None = None) -> None:
+    """Raise if the Python number ``x`` is outside ``[lo, hi)`` (``[lo, ∞)`` if ``hi`` is None)."""
+    if is_number(x) and not (lo <= x and (hi is None or x < hi)):
+        rng = f"[{lo}, {hi})" if hi is not None else f">= {lo}"
+        raise ValueError(f"{who}: {name} must be {'in ' if hi is not None else ''}{rng}, got {x}")
+
+
 def _check_lr(learning_rate: Any, who: str) -> None:
-    if isinstance(learning_rate, (int, float)) and not learning_rate >= 0:
+    if is_number(learning_rate) and not learning_rate >= 0:
         raise ValueError(f"{who}: learning_rate must be >= 0 (or a schedule), got {learning_rate}")
 
 
@@ -53,8 +66,7 @@ def adam_l2(
         as in torch).
     """
     _check_lr(learning_rate, "adam_l2")
-    if weight_decay < 0:
-        raise ValueError(f"adam_l2: weight_decay must be >= 0, got {weight_decay}")
+    check_range("adam_l2", "weight_decay", weight_decay, 0.0)
     return optax.chain(
         optax.add_decayed_weights(weight_decay, mask),
         optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
@@ -75,10 +87,8 @@ def sgd_momentum(
     step's buffer is ``g`` as in torch).
     """
     _check_lr(learning_rate, "sgd")
-    if not 0 <= momentum < 1:
-        raise ValueError(f"sgd: momentum must be in [0, 1), got {momentum}")
-    if weight_decay < 0:
-        raise ValueError(f"sgd: weight_decay must be >= 0, got {weight_decay}")
+    check_range("sgd", "momentum", momentum, 0.0, 1.0)
+    check_range("sgd", "weight_decay", weight_decay, 0.0)
     return optax.chain(
         optax.add_decayed_weights(weight_decay, mask),
         optax.trace(decay=momentum, nesterov=nesterov),
@@ -103,8 +113,7 @@ def adamw_2d(
     Decoupled decay as in ``torch.optim.AdamW``: ``W ← W − η·(adam(g) + wd·W)``.
     """
     _check_lr(learning_rate, "adamw")
-    if weight_decay < 0:
-        raise ValueError(f"adamw: weight_decay must be >= 0, got {weight_decay}")
+    check_range("adamw", "weight_decay", weight_decay, 0.0)
     return optax.adamw(
         learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=ndim_at_least_2
     )

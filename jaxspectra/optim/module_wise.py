@@ -220,6 +220,11 @@ def paper004(
             f"assignment 'unconstrained_muon' takes no manifold options, got "
             f"{sorted(manifold_overrides)}"
         )
+    if isinstance(total_steps, int) and isinstance(warmup_steps, int) and warmup_steps >= total_steps:
+        raise ValueError(
+            f"paper004 {assignment!r}: warmup_steps ({warmup_steps}; the paper's 1000) must be < "
+            f"total_steps ({total_steps}); pass a shorter warmup_steps for short runs"
+        )
     lr_adamw, lr_muon = paper004_schedules(
         total_steps,
         warmup_steps=warmup_steps,

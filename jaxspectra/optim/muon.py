@@ -52,6 +52,7 @@ import optax
 from optax.contrib import MuonDimensionNumbers, muon, scale_by_muon
 
 from jaxspectra.groups import path_to_str
+from jaxspectra.optim.classic import check_range
 
 __all__ = [
     "MuonDimensionNumbers",
@@ -179,10 +180,8 @@ def paper_muon(
     Every leaf must have ≥ 2 dims (leading axes are batch axes); combine with AdamW through
     :func:`jaxspectra.optim.module_wise.module_wise`.
     """
-    if not 0 <= momentum < 1:
-        raise ValueError(f"paper_muon: momentum must be in [0, 1), got {momentum}")
-    if weight_decay < 0:
-        raise ValueError(f"paper_muon: weight_decay must be >= 0, got {weight_decay}")
+    check_range("paper_muon", "momentum", momentum, 0.0, 1.0)
+    check_range("paper_muon", "weight_decay", weight_decay, 0.0)
     return optax.chain(
         optax.trace(decay=momentum, nesterov=True),
         scale_by_sign(sign_method, **sign_kwargs),

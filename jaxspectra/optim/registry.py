@@ -164,7 +164,7 @@ def _build_base(name: str, learning_rate: Any, total_steps: int | None, options:
     return module_wise.paper004(name, total_steps, **options)
 
 
-def _build_msign(msign: dict[str, Any]) -> optax.GradientTransformation:
+def _build_msign(msign: dict[str, Any], params: Any = None) -> optax.GradientTransformation:
     if not isinstance(msign, dict):
         raise ValueError(
             f"msign must be a dict of msign options (e.g. {{'period': 100}}), got {msign!r}"
@@ -175,6 +175,9 @@ def _build_msign(msign: dict[str, Any]) -> optax.GradientTransformation:
     unknown = set(msign) - known
     if unknown:
         raise ValueError(f"unknown msign option(s) {sorted(unknown)}; known: {sorted(known)}")
+    if params is not None and hasattr(msign_mod, "msign_targets"):
+        # Surface a target matching no parameter (or a 1-D target) now, naming the paths.
+        msign_mod.msign_targets(params, msign.get("targets", "all_2d"))
     return msign_mod.msign(**msign)
 
 
@@ -193,8 +196,10 @@ def build_optimizer(
       name: optimiser name (see the module docstring for each one's options and defaults).
       learning_rate: a float or an optax schedule; for paper 004's assignments the AdamW peak
         (a float, ``None`` for 6e-4) since they build their own schedules.
-      params: optional params: if given, checked now (module-wise optimisers need attention/MLP
-        parameters named as in :mod:`jaxspectra.groups`) instead of at ``init``.
+      params: optional params (arrays or ``jax.ShapeDtypeStruct``): if given, checked now
+        (module-wise optimisers need attention/MLP parameters named as in
+        :mod:`jaxspectra.groups`; MSign's targets must match ≥ 2-D parameters) instead of at
+        ``init``.
       total_steps: length of training (paper 004's assignments need it for their schedule).
       msign: optional options of :func:`jaxspectra.optim.msign.msign` (``period``, ``targets``,
         ``method``, ``adaptive``, ...); the MSign transformation is chained LAST.
@@ -209,7 +214,7 @@ def build_optimizer(
     if params is not None and name in ("muon", "paper_muon", *PAPER004):
         module_wise.check_groups_present(params, module_wise.MODULE_GROUPS)
     if msign is not None:
-        tx = optax.chain(tx, _build_msign(msign))
+        tx = optax.chain(tx, _build_msign(msign, params))
     return tx
 
 

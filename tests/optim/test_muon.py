@@ -159,6 +159,21 @@ def test_paper_muon_with_schedule_and_zero_grad():
     np.testing.assert_allclose(np.asarray(u["w"]), -0.01 * 0.1 * np.ones((4, 4)), rtol=1e-5)
 
 
+def test_paper_muon_default_sign_is_polar_express():
+    """The string path goes through jaxspectra.linalg.matrix_sign (Polar Express, bf16 by
+    default, as the authors ran it)."""
+    from jaxspectra.linalg import matrix_sign
+
+    p = {"w": _rand(0, (8, 4))}
+    g = {"w": _rand(1, (8, 4))}
+    tx = paper_muon(0.1, weight_decay=0.0)
+    u = jax.jit(tx.update)(g, tx.init(p), p)[0]["w"]
+    want = -0.1 * matrix_sign(1.95 * g["w"], method="polar_express")
+    np.testing.assert_allclose(np.asarray(u), np.asarray(want), atol=1e-6)
+    s = np.linalg.svd(np.asarray(u) / -0.1, compute_uv=False)
+    assert np.all(np.abs(s - 1) < 0.1)  # a bf16 sign: within 10 % of 1
+
+
 def test_scale_by_sign_rejects_1d_and_batches():
     tx = scale_by_sign(svd_sign)
     with pytest.raises(ValueError, match="'block_0/ln/scale'.*>= 2 dims"):

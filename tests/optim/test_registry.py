@@ -118,6 +118,26 @@ def test_adamw_decays_2d_only_by_default():
         np.testing.assert_allclose(u["ln_f/scale"], want_1d, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam_l2", "adamw", "paper_muon"])
+def test_hyperparameters_can_be_traced(name):
+    """The trainer vmaps sweeps over weight decay (and momentum): validation must not touch
+    traced values, and each vmapped member equals the run built with that Python number."""
+    params = make_tree(0)
+    g = make_tree(1, 1.0)
+    wds = jnp.asarray([0.0, 0.05, 0.2])
+    extra = {"sign_method": "svd"} if name == "paper_muon" else {}
+
+    def upd(wd):
+        tx = build_optimizer(name, 0.1, weight_decay=wd, **extra)
+        return tx.update(g, tx.init(params), params)[0]
+
+    out = jax.jit(jax.vmap(upd))(wds)
+    for i, wd in enumerate([0.0, 0.05, 0.2]):
+        want = _flat(upd(wd))
+        for k, v in _flat(jax.tree.map(lambda x, i=i: x[i], out)).items():
+            np.testing.assert_allclose(v, want[k], atol=1e-6, err_msg=k)
+
+
 # ----------------------------------------------------------------------------- module-wise
 
 
@@ -150,6 +170,17 @@ def test_muon_family_routing(name):
         np.testing.assert_allclose(out[k], np.asarray(v), atol=1e-6, err_msg=k)
 
 
+@pytest.mark.parametrize("name", ["muon", "hetero"])
+def test_abstract_params(name):
+    """The trainer validates on ShapeDtypeStructs (no compute): checks and init must accept them."""
+    abstract = jax.eval_shape(lambda: make_tree(0))
+    total = 2000 if name == "hetero" else None
+    lr = None if name == "hetero" else 0.01
+    tx = build_optimizer(name, lr, params=abstract, total_steps=total)
+    st = jax.eval_shape(tx.init, abstract)
+    assert len(jax.tree.leaves(st)) > 0
+
+
 def test_prepare_params():
     params = make_tree(0)
     for name in ("adamw", "sgd", "muon", "paper_muon", "unconstrained_muon"):
@@ -169,6 +200,7 @@ def test_prepare_params():
         (lambda: build_optimizer("adamw", 0.1, beta1=0.9), r"unknown option\(s\) \['beta1'\]; known"),
         (lambda: build_optimizer("sgd", None), "needs a learning_rate"),
         (lambda: build_optimizer("hetero", None), "needs total_steps"),
+        (lambda: build_optimizer("hetero", None, total_steps=100), r"warmup_steps \(1000"),
         (lambda: build_optimizer("hetero", optax.constant_schedule(1e-3), total_steps=10),
          "AdamW peak"),
         (lambda: build_optimizer("hetero", None, total_steps=10, inner_step=3),
@@ -195,6 +227,9 @@ def test_msign_is_chained_last():
     tx = build_optimizer("adamw", 0.1, msign={"period": 1, "targets": "attention", "method": "svd"})
     with pytest.raises(ValueError, match="unknown msign option"):
         build_optimizer("adamw", 0.1, msign={"periood": 1})
+    with pytest.raises(ValueError, match="matches no parameter"):
+        build_optimizer("adamw", 0.1, params={"ln": {"scale": jnp.ones(3)}, "x": jnp.ones((2, 2))},
+                        msign={"targets": "attention"})
     u, _ = jax.jit(tx.update)(g, tx.init(params), params)
     base = build_optimizer("adamw", 0.1)
     u0, _ = jax.jit(base.update)(g, base.init(params), params)
