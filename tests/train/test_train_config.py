@@ -146,5 +146,5 @@ def test_unwritable_dirs_as_file(tmp_path, no_compute):
 
 def test_config_dumped_into_run_dir(tmp_path):
     d = base_config(tmp_path / "r", steps=3)
-    res = loop.train(from_dict(d), dataset=ToyLM(), eval_dataset=ToyLM(offset=99))
-    assert load_config(Path(res.run_dir) / "config.toml") == from_dict(d)
+    s = loop.setup(from_dict(d), dataset=ToyLM(), eval_dataset=ToyLM(offset=99))
+    assert load_config(Path(s.run_dir) / "config.toml") == from_dict(d)

@@ -91,7 +91,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     """Batches from step 13 on are poisoned → NaN loss at step 13: the run stops at once,
     saves nothing after it, and the checkpoint at step 10 (the last good state) restores."""
     d = base_config(tmp_path / "r", steps=40, checkpoint={"every": 5, "keep": 5},
-                    train={"eval_every": 5})
+                    data={"eval_batches": 0}, run={"num_devices": 1})
     cfg = from_dict(d)
     res = train(cfg, dataset=PoisonLM(13), eval_dataset=ToyLM(offset=99))
     s = res.summary

@@ -67,7 +67,8 @@ class NormMonitor:
 def test_device_and_host_monitors(tmp_path):
     dev, host = CountingMonitor(), NormMonitor()
     assert isinstance(dev, DeviceMonitor) and isinstance(host, HostMonitor)
-    cfg = from_dict(base_config(tmp_path / "r", steps=STEPS, run={"num_devices": 1}))
+    cfg = from_dict(base_config(tmp_path / "r", steps=STEPS, run={"num_devices": 1},
+                                data={"eval_batches": 0}))
     res = train(cfg, dataset=ToyLM(), eval_dataset=ToyLM(), monitors=[dev],
                 host_monitors=[host])
     recs = read_jsonl(tmp_path / "r" / "metrics.jsonl")
