@@ -14,8 +14,11 @@ a = softmax(s) (papers 001 and 004):
 ``log10_kappa``   the exact condition number of J on 1⊥ (J1 = 0; J is PSD): λ_max/λ_min of the
                   other n−1 eigenvalues, from the extreme roots of the secular equation
                   f(λ) = 1 − Σ aᵢ²/(aᵢ − λ) = 0 (rank-one downdate: the roots interlace the
-                  sorted aᵢ, λ_2 ∈ [a₍₁₎, a₍₂₎] and λ_max ∈ [a₍ₙ₋₁₎, a₍ₙ₎]). Each is found by a
-                  geometric bisection on the distance to its pole (f is monotone between poles),
+                  sorted aᵢ, λ_2 ∈ [a₍₁₎, a₍₂₎] and λ_max ∈ [a₍ₙ₋₁₎, a₍ₙ₎]). Since Σa = 1,
+                  f(λ) = −λ·g(λ) with g(λ) = Σ aᵢ/(aᵢ − λ), and the non-zero roots are g's: no
+                  cancellation against the 1 (which costs f ~eps absolute, fatal for λ_2 ≈ a_min
+                  in float32). Each root is found by a geometric bisection on the distance to
+                  its pole (g is increasing between poles),
                   O(n) per evaluation and per row — a dense eigh of every row of a GPT-2 probe
                   batch would cost ~10¹⁵ flops. +inf when a probability underflows to 0.
 ``log10_kappa_bound``  the paper's (max a / min a)² = R² (paper 001 App. J; only an upper
@@ -48,7 +51,8 @@ _LN10 = math.log(10.0)
 
 def _secular_root(a: jax.Array, base: jax.Array, gap: jax.Array, side: float,
                   iters: int) -> jax.Array:
-    """Root λ = base + side·δ, δ ∈ (0, gap), of f(λ) = 1 − Σ aᵢ²/(aᵢ − λ) (f decreasing in λ).
+    """Root λ = base + side·δ, δ ∈ (0, gap), of the secular equation in the form
+    g(λ) = Σ aᵢ/(aᵢ − λ) = 0 (increasing in λ between poles).
 
     ``side = +1``: the interval right of the pole ``base`` (λ_2); ``−1``: left of it (λ_max).
     Geometric bisection on δ (relative precision ~2^(−iters/…)); gap = 0 returns ``base``.
@@ -58,18 +62,18 @@ def _secular_root(a: jax.Array, base: jax.Array, gap: jax.Array, side: float,
     lo = jnp.minimum(tiny * 1e-3, gap * 0.5)
     hi = gap
 
-    def f(delta):
+    def g(delta):
         den = diff - side * delta[..., None]  # aᵢ − λ
         safe = jnp.where(den == 0, 1.0, den)
-        return 1.0 - jnp.sum(jnp.where(den == 0, 0.0, a * a / safe), axis=-1)
+        return jnp.sum(jnp.where(den == 0, 0.0, a / safe), axis=-1)
 
     def body(_, lohi):
         lo, hi = lohi
         mid = jnp.sqrt(lo * hi)
-        fm = f(mid)
-        # λ_2 (side +1): f > 0 left of the root → root at larger δ; λ_max (side −1): f > 0 left
-        # of the root → root at smaller λ → larger... mapped below
-        go_up = fm > 0 if side > 0 else fm < 0
+        gm = g(mid)
+        # g increases with λ: below the root g < 0. λ = base + δ (λ_2): go up in δ when g < 0;
+        # λ = base − δ (λ_max): go up in δ when g > 0.
+        go_up = gm < 0 if side > 0 else gm > 0
         return jnp.where(go_up, mid, lo), jnp.where(go_up, hi, mid)
 
     lo, hi = lax.fori_loop(0, iters, body, (lo, hi))
