@@ -38,6 +38,7 @@ softmax is the model's ``aux["attention"]``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -81,6 +82,7 @@ def _secular_root(a: jax.Array, base: jax.Array, gap: jax.Array, side: float,
     return jnp.where(gap > 0, base + side * delta, base)
 
 
+@functools.partial(jax.jit, static_argnames="iters")
 def softmax_row_stats(logits: jax.Array, mask: jax.Array | None = None,
                       iters: int = 64) -> dict[str, jax.Array]:
     """Per-row statistics (module table) of ``logits`` (…, S) over the keys where ``mask``.

@@ -10,7 +10,7 @@ import pytest
 from jaxspectra.models import get_model
 from jaxspectra.monitors import attention as at
 
-_stats = jax.jit(at.softmax_row_stats)
+_stats = at.softmax_row_stats  # jitted
 
 
 def _dense_row(s):
@@ -79,7 +79,7 @@ def test_masked_rows():
 def test_model_logits_and_app_k_aggregation(name):
     model, cfg = get_model(name)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 6), 0, cfg.vocab_size)
-    params = model.init(jax.random.PRNGKey(0), tokens)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)
     logits = at.attention_logits(model, params, tokens)
     _, aux = model.apply(params, tokens, return_attention=True)
     mask = np.tril(np.ones((6, 6), bool))
@@ -105,6 +105,6 @@ def test_model_logits_and_app_k_aggregation(name):
     ent = np.array([[[[_dense_row(lg[l, b, h, t, : t + 1])["entropy"] for t in range(1, 6)]
                       for h in range(lg.shape[2])] for b in range(3)] for l in range(2)])
     assert float(m["attention/entropy"]) == pytest.approx(ent.mean(), rel=1e-4)
-    m0 = at.attention_metrics(logits, rows=-1)  # last row only (a [CLS]-style probe)
+    m0 = jax.jit(at.attention_metrics, static_argnames=("causal", "rows"))(logits, rows=-1)  # last row only (a [CLS]-style probe)
     assert float(m0["attention/log10_R"]) == pytest.approx(
         np.log10(r[..., -1].mean(2).mean(1).mean(0)), abs=1e-4)
