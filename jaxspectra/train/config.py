@@ -14,6 +14,11 @@ A config file has one table per section (every key optional; defaults below)::
     [instability]  thresholds of :mod:`jaxspectra.train.instability`
     [sweep]        seeds, [sweep.axes] ("section.key" = [values, ...])
 
+The learning rate at step ``t`` is ``optim.learning_rate · build_schedule(optim.schedule, 1.0,
+…)(t)``: the schedule is built at peak 1 and scaled (so a sweep can vmap the peak), hence
+**absolute** schedule options are given relative to the peak (``cosine``'s ``floor = 0.1`` means
+0.1 × peak). ``optim.weight_decay ≥ 0`` overrides ``optim.options.weight_decay`` and can be swept.
+
 Everything is validated by :func:`load_config` / :func:`from_dict` before any compute: an unknown
 key (in the file or in ``--set``) is an error that lists the known keys of its section, a value of
 the wrong type is an error naming the key. The resolved config is dumped into the run directory

@@ -13,6 +13,10 @@ Order of work:
    metrics are then read (one step late) and logged: ``metrics.jsonl`` (train records at step
    ``t`` = loss of the params after ``t`` updates; eval records ``eval/loss`` at step ``s`` = after
    ``s`` updates), TensorBoard when installed, tqdm bar with loss, tokens/s and MFU.
+   Device monitors run inside the hooked step (compiled separately, once per set of monitors
+   due together) only on their steps. On the steps a host monitor wants, the params (whose
+   buffers are donated to the next step) are snapshotted on the device and their host copy
+   starts at once; the NumPy tree is handed to ``submit`` after the next step is dispatched.
 4. Eval every ``train.eval_every`` steps and at the end; checkpoints every ``checkpoint.every``
    steps and at the end (only of finite states: the loop flushes the pending metrics and checks
    the params before each save).
@@ -411,6 +415,7 @@ def train(
         last_saved = step_done
 
     stopped = False
+    pending_host: list[tuple[int, list, Any]] = []
     for t in range(start, end):
         batch = eng.batch(s.dataset, s.data_seed, t)
         active = [m for m in monitors if m.every > 0 and t % m.every == 0]
@@ -423,11 +428,19 @@ def train(
         else:
             state, metrics = eng.step(state, batch, eng.hp)
         prev = fetcher.push(t, metrics)
+        for ht, hms, snap in pending_host:  # copies started last step, overlapping this one
+            host_params = jax.device_get(snap)
+            for hm in hms:
+                hm.submit(ht, host_params)
+        pending_host = []
         wanted = [hm for hm in host_monitors if hm.wants(t)]
-        if wanted:  # the buffers are donated to the next step: copy out before dispatching it
-            host_params = jax.device_get(state.params)
-            for hm in wanted:
-                hm.submit(t, host_params)
+        if wanted:
+            # the state's buffers are donated to the next step: snapshot them on the device
+            # (a copy, only on these steps) and start the snapshot's device→host transfer
+            snap = jax.tree.map(lambda x: jnp.array(x, copy=True), state.params)
+            for leaf in jax.tree.leaves(snap):
+                leaf.copy_to_host_async()
+            pending_host.append((t, wanted, snap))
         if prev is not None and not handle(prev) and t_cfg.stop_on_nonfinite:
             stopped = True
             break
@@ -454,6 +467,10 @@ def train(
     if last is not None:
         ok = handle(last)
         stopped = stopped or (not ok and t_cfg.stop_on_nonfinite)
+    for ht, hms, snap in pending_host:
+        host_params = jax.device_get(snap)
+        for hm in hms:
+            hm.submit(ht, host_params)
     final_step = int(state.step) if not stopped else (nonfinite_step or 0)
     if not stopped and nonfinite_step is None:
         done = int(state.step)
