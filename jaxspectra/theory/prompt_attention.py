@@ -137,7 +137,7 @@ def make_teacher_student(
     return _teacher_student(key, int(N), int(d), float(sigma_p), int(n), attention, bool(train_W))
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+@functools.partial(jax.jit, static_argnums=(1, 2, 4, 5, 6))
 def _teacher_student(key, N, d, sigma_p, n, attention, train_W):
     kx, kp, kv, ksp, ksv = jax.random.split(key, 5)
     f64 = jnp.float64

@@ -448,6 +448,31 @@ def theorem2_bound(params: Params, X, important, Q_U, m: float = 1.0,
 
 
 @float64
+def assumption_b_report(params: Params, X, frac: float = 0.5, var: float = 0.9,
+                        n_vectors: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Assumption B with App. J.3's selection rules, and Theorem 2's bound when it applies.
+
+    ``S_i`` by :func:`select_important` (``frac`` of the row max), I by :func:`important_subspace`
+    (``var`` of the important keys' energy), ρ_U exact (:func:`rho_U_exact`) beside the paper's
+    ``n_vectors``-sample estimate, δ_i (B2). When ``dim U = 0`` (e.g. i.i.d. Gaussian keys, where
+    the important keys span ℝᵈ) Lemma 7 has no test vector and ``theorem2`` is ``None``.
+    """
+    N, n, d = check_params(params, X)
+    scores = _np(attention_logits(params, X))
+    K = _np(keys(params, X))
+    imp = select_important(scores, frac)
+    Q_I, Q_U = important_subspace(K, imp, var)
+    u = _np(jnp.einsum("Nnd,d->Nn", jnp.asarray(X), jnp.asarray(params["v"])))
+    delta = value_margins(u, scores, imp)
+    ok = Q_U.shape[1] > 0 and not np.all(imp)
+    return {"important": imp, "dim_I": Q_I.shape[1], "dim_U": Q_U.shape[1],
+            "rho_U": rho_U_exact(K, imp, Q_U), "rho_U_sampled": rho_U_sampled(K, imp, Q_U,
+                                                                              n_vectors, seed),
+            "delta": delta, "delta_min": float(delta.min()),
+            "theorem2": theorem2_bound(params, X, imp, Q_U) if ok else None}
+
+
+@float64
 def kappa_full_space(H) -> float:
     """λ_max/λ_min of a PSD matrix over all of ℝᵈ (``inf`` when singular): Theorem 2's κ."""
     lam = np.linalg.eigvalsh(_np(H))
@@ -510,7 +535,7 @@ def per_example_attention_operators(params: Params, X, curvature=1.0) -> jax.Arr
 
 
 __all__ = [
-    "attention_separation", "corollary1_rate", "corollary1_run", "gradient_bound_22",
+    "assumption_b_report", "attention_separation", "corollary1_rate", "corollary1_run", "gradient_bound_22",
     "important_subspace", "kappa_full_space", "lemma2_pl", "lemma3_bounds", "lemma4_constants",
     "m_tilde", "per_example_attention_operators", "prop1_bounds", "prop1_counterexample",
     "prop1_kappa", "rho_U_exact", "rho_U_sampled", "select_important", "theorem1_run",

@@ -11,6 +11,7 @@ from jaxspectra.precision import x64_scope
 from jaxspectra.theory.operators import block_operator_J, hp_operator
 from jaxspectra.theory.prompt_attention import attention_logits, make_teacher_student
 from jaxspectra.theory.results import (
+    assumption_b_report,
     corollary1_run,
     gradient_bound_22,
     important_subspace,
@@ -221,6 +222,14 @@ def test_theorem2_explicit_bound_and_lemma7_lost_factor_N():
     assert np.log10(k_fail * lam[0]) > b["log10_lemma7_printed"]
     with pytest.raises(ValueError, match="dim U >= 1"):
         theorem2_bound(params, X, imp, np.zeros((4, 0)))
+    with x64_scope():
+        rep = assumption_b_report(params, X)
+        gauss = make_teacher_student(jax.random.key(0), N=200, d=4, n=4, sigma_p=1.0)
+        rep_g = assumption_b_report(gauss["teacher"], gauss["X"])
+    assert rep["dim_U"] == 2 and rep["rho_U"] == pytest.approx(b["rho_U"])
+    assert rep["theorem2"]["log10_kappa_bound"] == pytest.approx(b["log10_kappa_bound"])
+    assert rep["rho_U_sampled"] <= rep["rho_U"] * (1 + 1e-12)
+    assert rep_g["dim_U"] == 0 and rep_g["theorem2"] is None  # Gaussian keys: U is trivial
 
 
 # ---------------------------------------------------------------- Corollary 1
