@@ -275,7 +275,9 @@ def paper004_init(
     The retraction is the preset's (the authors' sorted one for DGram, the polar factor for
     Stiefel); ``retraction`` overrides DGram's; ``sign_method`` defaults to the preset's
     retraction sign (Polar Express for Stiefel, as the authors' ``msign``; the accurate polar
-    factor for DGram). ``unconstrained_muon`` returns ``params`` unchanged. Extra keyword arguments (the
+    factor for DGram). Measured (float32, N(0, 0.02²) GPT-2-small shapes): the default bf16
+    Polar Express leaves max|WᵀW − I| at 3.6e-3 (768×768) and 1.2e-2 (fused qkv 768×2304);
+    ``sign_method="accurate"`` gives 2e-7 and 9e-7; DGram Grams are diagonal to 5e-8 either way. ``unconstrained_muon`` returns ``params`` unchanged. Extra keyword arguments (the
     rest of :func:`paper004`'s options) are accepted and ignored so the same ``**options`` can be
     passed to both.
     """
