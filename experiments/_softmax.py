@@ -273,27 +273,22 @@ def fit_linear_rate(rel: np.ndarray, fit_floor: float) -> tuple[float, float, in
 
 
 def _theorem2_bound(teacher: pa.Params, X: np.ndarray) -> str:
-    """Theorem 2's lower bound on κ(H_p) from :mod:`jaxspectra.theory.results`, as text."""
+    """Theorem 2's lower bound on κ(H_p) at the teacher, as ``10^x`` text.
+
+    :func:`jaxspectra.theory.results.theorem2_bound` with App. J.3's selection rules (S_i = keys
+    with attention ≥ 50% of the row's max; I = PCA of the important keys at 90% variance) and its
+    corrected constant (Lemma 7's factor N). It bounds κ over all of ℝᵈ; ``n/a`` when U = {0}.
+    """
+    from jaxspectra.theory import results
+
     try:
-        from jaxspectra.theory import results
-    except ImportError:
-        return "n/a (theory.results missing)"
-    fn = getattr(results, "theorem2_lower_bound", None)
-    if fn is None:
-        return "n/a"
-    try:
-        out = fn(teacher, X)
-    except Exception as err:  # noqa: BLE001 - report, never crash a finished run
-        return f"n/a ({type(err).__name__})"
-    log10 = getattr(out, "log10_bound", None)
-    if log10 is None and isinstance(out, dict):
-        log10 = out.get("log10_bound")
-    if log10 is None:
-        try:
-            log10 = math.log10(float(out))
-        except (TypeError, ValueError):
-            return str(out)
-    return f"1e{float(log10):.1f}"
+        imp = results.select_important(pa.attention_logits(teacher, X))
+        _, Q_U = results.important_subspace(pa.keys(teacher, X), imp)
+        out = results.theorem2_bound(teacher, X, imp, Q_U)
+    except ValueError as err:
+        return f"n/a ({str(err)[:40]})"
+    x = out["log10_kappa_bound"]
+    return f"10^{x:.1f}" if math.isfinite(x) else str(x)
 
 
 def _flat_jacobian(params: pa.Params, X, attention: str) -> np.ndarray:
