@@ -22,7 +22,10 @@ Summary of what we found (each verified numerically in the tests):
   unchanged while the printed bound shrinks by √N (:func:`gradient_bound_22`). We therefore use
   the proof's form of ``C_p`` with the corrected gradient bound (``C_p`` larger by √N), and the
   statement's ``L'``. Finally, step (32) (``L_{t+1} ≤ L_t - (η/2)‖∇L_t‖²``) needs ``η ≤ 1/L'``
-  (``c₂ ≤ 1``), not ``η < 2/L'``.
+  (``c₂ ≤ 1``), not ``η < 2/L'``. Theorem 1 (ii) / Lemma 5 ("large ‖v‖ = α makes the margin
+  hold") fails with these constants: ``σ_min(F) ≤ ‖F‖₂ ≤ C_σ²σ(W)‖v‖/(2√N)`` (‖J‖ ≤ ½), while
+  ``γ = 2C_σ²σ(W)‖v‖/√N`` as soon as ``3C_σσ(W)C_p ≥ 2``, and C_p grows with α; so the margin
+  needs ``C_p < 1/(6C_σσ(W))``, which we meet only by starting close to p* (small L₀).
 * **Proposition 1** is false as stated (:func:`prop1_counterexample`: κ = 400 vs the bound 10¹⁶);
   Lemma 1 gives ``κ(J²H|1⊥) ≥ (μ/L)(z̃_{n-1}/z̃₂)²`` (:func:`prop1_bounds`). In the
   prompt-attention model ``H_i = ℓ''u_iu_iᵀ`` is rank one, so ``μ_i = 0`` and the bound is vacuous.
@@ -224,7 +227,7 @@ def prop1_kappa(a, H) -> float:
     J = _np(softmax_jacobian(a))
     D = Q.T @ J @ J @ Q
     HT = Q.T @ H @ Q
-    # symmetric form: D^{1/2} H_T D^{1/2}, D from the (accurate) tangent eigenvalues of J
+    # symmetric form D^{1/2} H_T D^{1/2} (similar to D·H_T): real eigenvalues by eigvalsh
     w, V = np.linalg.eigh(D)
     w = np.clip(w, 0, None)
     S = (V * np.sqrt(w)) @ V.T

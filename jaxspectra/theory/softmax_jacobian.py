@@ -54,7 +54,7 @@ _BISECTION_STEPS = 120
 
 def _check_prob(name: str, z) -> jax.Array:
     if jnp.ndim(z) < 1 or jnp.shape(z)[-1] < 2:
-        raise ValueError(f"{name} must have a last axis of n >= 2 probabilities, got shape "
+        raise ValueError(f"{name} must have a last axis of n >= 2 entries, got shape "
                          f"{jnp.shape(z)}")
     check_finite(name, z)
     return jnp.asarray(z, jnp.float64)
