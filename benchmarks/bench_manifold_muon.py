@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from benchmarks.harness import BenchResult, benchmark, time_fn
+from jaxspectra import linalg
 from jaxspectra.optim import manifold_muon as mm
 
 AUTHORS_MS = {"stiefel": 1699.0, "dgram": 2540.0}
@@ -55,6 +56,15 @@ def gpt2_muon_params(n_layer: int, d: int, key: jax.Array) -> dict:
             i += 1
         params[f"block_{layer}"] = block
     return params
+
+
+def _banks(params: dict) -> list[jax.Array]:
+    """The tall same-shape banks the update stacks (qkvᵀ, o, fcᵀ with proj)."""
+    by_shape: dict[tuple[int, int], list[jax.Array]] = {}
+    for w in jax.tree.leaves(params):
+        t = w if w.shape[-2] >= w.shape[-1] else jnp.swapaxes(w, -1, -2)
+        by_shape.setdefault(t.shape[-2:], []).append(t.reshape((-1,) + t.shape[-2:]))
+    return [jnp.concatenate(v) for v in by_shape.values()]
 
 
 def sign_flops(params: dict, state: mm.ManifoldMuonState, pe_steps: int = 10) -> float:
@@ -144,6 +154,19 @@ def run(quick: bool) -> BenchResult:
                 "manifold err": manifold_error(p2, manifold),
                 "sign TFLOP/s": flops / t / 1e12,
             })
+        # the floor: one bf16 Polar-Express sign of every bank, times (K + 1) signs per step
+        banks = _banks(params)
+        sign_all = jax.jit(lambda bs: [linalg.matrix_sign(b, method="polar_express") for b in bs])
+        t_sign = time_fn(sign_all, banks, warmup=1, repeats=3 if quick else 10)
+        flops_round = sum(10 * b.shape[0] * (4 * b.shape[1] * b.shape[2] ** 2 + 2 * b.shape[2] ** 3)
+                          for b in banks)
+        rows.append({
+            "manifold": manifold,
+            "variant": "floor: 21 x one PE-bf16 sign of the banks (K=20 + retraction)",
+            "ms": 21 * t_sign * 1e3,
+            "vs authors (x)": AUTHORS_MS[manifold] / (21 * t_sign * 1e3),
+            "sign TFLOP/s": flops_round / t_sign / 1e12,
+        })
         # in-process baseline: the same paper004 update one matrix at a time (no banks)
         opt = mm.paper004(lr, manifold)
         one = jax.jit(opt.update)
