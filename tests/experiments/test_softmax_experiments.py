@@ -114,13 +114,17 @@ def test_linear_rate_fit_on_exact_geometric_sequence():
 
 
 def test_monotone_criterion():
-    mk = lambda sp, R, L: {"sigma_p": sp, "final_median_log10_R": R, "final_rel_loss": L}
-    ok, rows = _softmax.monotone_in_R([mk(1, 9, 0.2), mk(0.1, 1, 1e-5), mk(0.1, 1.2, 1e-3)], 1e-12)
+    mk = lambda sp, R, L: {"sigma_p": sp, "teacher_median_log10_R": R, "final_rel_loss": L}
+    ok, rows = _softmax.monotone_in_R([mk(1, 9, 0.2), mk(0.1, 1, 1e-5), mk(0.1, 1.2, 1e-13)], 1e-12)
     assert ok and [r["sigma_p"] for r in rows] == [0.1, 1]
+    assert [r["converged"] for r in rows] == [0.5, 0.0]
     ok, _ = _softmax.monotone_in_R([mk(1, 9, 1e-6), mk(0.1, 1, 1e-3)], 1e-12)
     assert not ok
     ok, _ = _softmax.monotone_in_R([mk(1, 9, 1e-20), mk(0.1, 1, 1e-15)], 1e-12)  # both at floor
     assert ok
+    end = [dict(r, final_median_log10_R=-r["teacher_median_log10_R"])
+           for r in (mk(1, 9, 0.2), mk(0.1, 1, 1e-5))]
+    assert not _softmax.monotone_in_R(end, 1e-12, "final_median_log10_R")[0]
 
 
 # ----------------------------------------------------------------------------- smoke runs
