@@ -175,7 +175,8 @@ def setup(
         )
     abstract_params = jax.eval_shape(partial(init_params, module, seq_len=d.seq_len),
                                      jax.random.PRNGKey(0))
-    validate_optimizer(cfg.optim, t.steps, abstract_params)
+    validate_optimizer(cfg.optim, t.steps, abstract_params,
+                       lr_multiplier_tree(mcfg, abstract_params))
     if write_config:
         (run_dir / "config.toml").write_text(dump_toml(cfg))
     if cfg.run.compile_cache_dir:

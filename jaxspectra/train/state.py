@@ -149,7 +149,8 @@ def make_tx_factory(
             f"optimizer {cfg.name!r} keeps weights on a manifold; per-leaf LR multipliers would "
             "push them off it. Set optim.lr_multipliers=false (or use a non-μP model)."
         )
-    unit = build_schedule(cfg.schedule, 1.0, total_steps, cfg.warmup_steps, **cfg.schedule_options)
+    unit = None if own else build_schedule(cfg.schedule, 1.0, total_steps, cfg.warmup_steps,
+                                           **cfg.schedule_options)
 
     def lr_fn(hp, step):
         if own:
@@ -185,10 +186,12 @@ def make_tx_factory(
     return make_tx, lr_fn
 
 
-def validate_optimizer(cfg: OptimSection, total_steps: int, abstract_params: Any) -> None:
+def validate_optimizer(
+    cfg: OptimSection, total_steps: int, abstract_params: Any, mults: Any | None = None
+) -> None:
     """Build the optimiser on abstract params (no compute) to surface bad names/options early."""
     try:
-        make_tx, _ = make_tx_factory(cfg, total_steps, abstract_params, None)
+        make_tx, _ = make_tx_factory(cfg, total_steps, abstract_params, mults)
         tx = make_tx({k: jnp.float32(v) for k, v in base_hparams(cfg).items()})
         jax.eval_shape(tx.init, abstract_params)
     except ConfigError:

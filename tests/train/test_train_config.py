@@ -148,3 +148,10 @@ def test_config_dumped_into_run_dir(tmp_path):
     d = base_config(tmp_path / "r", steps=3)
     s = loop.setup(from_dict(d), dataset=ToyLM(), eval_dataset=ToyLM(offset=99))
     assert load_config(Path(s.run_dir) / "config.toml") == from_dict(d)
+
+
+def test_manifold_optimizer_with_mup_multipliers_is_rejected(tmp_path, no_compute):
+    d = base_config(tmp_path / "r", optim={"name": "hetero", "options": {"warmup_steps": 1}},
+                    model={"options": {"mup": True}})
+    with pytest.raises(ConfigError, match=r"lr_multipliers=false"):
+        _train(d)
