@@ -64,7 +64,7 @@ def make_train_step(
                 x, y, k = mb
                 l, g = grad_fn(state.params, x, y, k)
                 acc = jax.tree.map(lambda a, gi: a + gi.astype(jnp.float32), acc, g)
-                return (tot + l, acc), None
+                return (tot + l.astype(jnp.float32), acc), None
 
             (loss, grads), _ = jax.lax.scan(
                 body, (jnp.zeros((), jnp.float32), zeros),

@@ -15,7 +15,7 @@ RNG = np.random.default_rng(0)
 X = jnp.asarray(RNG.standard_normal((8, 5)), jnp.float32)
 Y = jnp.asarray(RNG.standard_normal((8, 3)), jnp.float32)
 P = {"params": {"block_0": {"mlp": {"fc": {"kernel": jnp.asarray(
-    RNG.standard_normal((5, 3)), jnp.float32)}}}, "embed": {"embedding": jnp.ones((3, 3))}}}
+    RNG.standard_normal((5, 3)), jnp.float32)}}}, "embed": {"embedding": jnp.ones((3, 3), jnp.float32)}}}
 
 
 def loss_fn(params, x, y, rng):
