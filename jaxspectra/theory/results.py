@@ -51,7 +51,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 
 from jaxspectra.precision import float64
 from jaxspectra.theory._checks import check_finite, check_ndim, check_params
@@ -347,7 +346,7 @@ def rho_U_exact(K, important, Q_U) -> float:
     """ρ_U of (B1) exactly: ``max_i max_{x∈U,‖x‖=1} ‖K_{i,S_i}x‖/‖K_{i,S_i^c}x‖``.
 
     For each i the squared ratio is a Rayleigh quotient of the pencil
-    ``(Q_Uᵀ K_Sᵀ K_S Q_U, Q_Uᵀ K_Tᵀ K_T Q_U)``; its largest generalised eigenvalue (scipy ``eigh``)
+    ``(Q_Uᵀ K_Sᵀ K_S Q_U, Q_Uᵀ K_Tᵀ K_T Q_U)``; its largest generalised eigenvalue (Cholesky reduction)
     is the maximum. ``inf`` when some ``K_{i,S_i^c}`` has a null direction in U that ``K_{i,S_i}``
     does not share (dim U > n - s_i).
     """
@@ -362,7 +361,9 @@ def rho_U_exact(K, important, Q_U) -> float:
         wB = np.linalg.eigvalsh(B)
         if wB[0] <= 1e-12 * max(wB[-1], 1e-300):
             return math.inf
-        best = max(best, float(scipy.linalg.eigh(A, B, eigvals_only=True)[-1]))
+        Lc = np.linalg.cholesky(B)  # B = LLᵀ: the pencil's eigenvalues are those of L⁻¹AL⁻ᵀ
+        Mi = np.linalg.solve(Lc, np.linalg.solve(Lc, A).T)
+        best = max(best, float(np.linalg.eigvalsh(0.5 * (Mi + Mi.T))[-1]))
     return math.sqrt(max(best, 0.0))
 
 

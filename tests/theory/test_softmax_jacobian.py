@@ -60,8 +60,9 @@ def test_lemma1_psd_null_vector_interlacing_and_bounds_seeded_sweep():
 
 
 def test_lemma1_bound_indexing_is_tight():
-    """The lower bound uses z̃_{n-1}/z̃_2 (1-based): equal middle entries make it exact-ish,
-    and swapping the paper's indices (z̃_n/z̃_1 as a *lower* bound) would fail."""
+    """Both bounds bracket κ with the 1-based ascending indices (lower z̃_{n-1}/z̃_2, upper
+    z̃_n/z̃_1); the upper one is loose by > 100× here, so it cannot serve as an estimate of κ
+    (App. J's κ(J²) ≈ (max a/min a)² uses it as one)."""
     z = np.array([1e-6, 1e-3, 1e-3, 1e-3, 1.0])
     z = z / z.sum()
     with x64_scope():
