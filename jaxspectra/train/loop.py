@@ -180,7 +180,13 @@ def setup(
     if write_config:
         (run_dir / "config.toml").write_text(dump_toml(cfg))
     if cfg.run.compile_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", str(Path(cfg.run.compile_cache_dir)))
+        cache = Path(cfg.run.compile_cache_dir).expanduser()
+        _check_writable(cache, "run.compile_cache_dir")
+        if jax.config.jax_compilation_cache_dir != str(cache):
+            from jax.experimental.compilation_cache import compilation_cache
+
+            jax.config.update("jax_compilation_cache_dir", str(cache))
+            compilation_cache.reset_cache()  # re-open at the new directory
     data_seed = cfg.data.seed if cfg.data.seed >= 0 else cfg.run.seed
     return Setup(cfg, mesh, module, mcfg, dataset, eval_dataset, run_dir, ckpt_dir,
                  abstract_params, data_seed)

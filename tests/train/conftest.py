@@ -44,11 +44,14 @@ def _persistent_compilation_cache(_xla_cache_dir):
     """Identical programs compiled by several tests (a resumed run, the members of a sweep run
     one by one) are compiled once: the persistent cache, on only while these modules run."""
     import jax
+    from jax.experimental.compilation_cache import compilation_cache
 
     old = (jax.config.jax_compilation_cache_dir,
            jax.config.jax_persistent_cache_min_compile_time_secs)
     jax.config.update("jax_compilation_cache_dir", str(_xla_cache_dir))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    compilation_cache.reset_cache()
     yield
     jax.config.update("jax_compilation_cache_dir", old[0])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+    compilation_cache.reset_cache()

@@ -27,7 +27,8 @@ def test_train_command_smoke(tmp_path, capsys):
     rc = train_command(str(CONFIGS / "smoke.toml"),
                        {"run.dir": str(run), "train.steps": "6", "train.eval_every": "3",
                         "checkpoint.every": "3", "data.seq_len": "16", "train.progress": "false",
-                        "optim.warmup_steps": "1", "run.num_devices": "1"})
+                        "optim.warmup_steps": "1", "run.num_devices": "1",
+                        "run.compile_cache_dir": str(tmp_path / "xla")})
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "completed at step 6/6" in out
@@ -41,6 +42,7 @@ def test_train_command_smoke(tmp_path, capsys):
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["3",
                                                                                           "6"]
     assert load_config(run / "config.toml").train.steps == 6
+    assert any((tmp_path / "xla").iterdir())  # the persistent compilation cache was used
 
 
 def test_cli_bad_input_is_one_clear_line(tmp_path, capsys):
