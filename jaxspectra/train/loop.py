@@ -363,6 +363,11 @@ def train(
     if start == 0:
         writer.write(0, {f"params/{k}": v for k, v in counts.items()})
     flops_tok = model_flops_per_token(s.model_config, s.abstract_params, T)
+    if t_cfg.progress:
+        groups = ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "total")
+        print(f"jaxspectra train: {counts['total']:,} parameters ({groups}); "
+              f"{flops_tok / 1e6:.3g} MFLOP/token; {s.n_devices} device(s); "
+              + (f"resumed at step {start}" if start else "from scratch"), flush=True)
     mon_states = {m.name: jax.device_put(m.init(state.params), eng.rep) for m in monitors}
     end = t_cfg.steps if stop_after is None else min(stop_after, t_cfg.steps)
     fetcher = LaggedFetcher()
