@@ -11,8 +11,8 @@ and the loss curve. Output (:func:`analyse`):
 * the SD variation ΔΣ_t = ‖Σ̂_{t+1} − Σ̂_t‖_F (one step; the monitors record it at each log point);
 * the SoSD onset (:func:`sosd_onset`): the first log step t after which ΔΣ stays under
   floor = ``floor_mult`` × median(ΔΣ over the last ``tail_frac`` of training) for a window of
-  ``window_frac`` × (total steps). Defaults: ``floor_mult = 3``, ``tail_frac = 0.2``,
-  ``window_frac = 0.05``; :func:`onset_sensitivity` scans both knobs (plot:
+  ``window_frac`` × (total steps) and at least 3 log points. Defaults: ``floor_mult = 3``,
+  ``tail_frac = 0.2``, ``window_frac = 0.05``; :func:`onset_sensitivity` scans both knobs (plot:
   :func:`plot_onset_sensitivity`);
 * the loss's fast→slow transition (:func:`loss_transition`): the breakpoint τ of the best
   continuous two-segment linear fit L(t) ≈ c + b·t + d·max(t − τ, 0) (least squares over all
@@ -37,6 +37,7 @@ import numpy as np
 DEFAULT_FLOOR_MULT = 3.0
 DEFAULT_TAIL_FRAC = 0.2
 DEFAULT_WINDOW_FRAC = 0.05
+DEFAULT_MIN_POINTS = 3
 
 Series = Mapping[str, Mapping[int, np.ndarray]]  # name -> step -> array
 
@@ -58,10 +59,12 @@ def cos_to_final(series: Mapping[int, np.ndarray]) -> tuple[np.ndarray, np.ndarr
 
 def sosd_onset(steps: Sequence[int], delta: Sequence[float], total_steps: int | None = None,
                floor_mult: float = DEFAULT_FLOOR_MULT, tail_frac: float = DEFAULT_TAIL_FRAC,
-               window_frac: float = DEFAULT_WINDOW_FRAC) -> tuple[int | None, float]:
+               window_frac: float = DEFAULT_WINDOW_FRAC,
+               min_points: int = DEFAULT_MIN_POINTS) -> tuple[int | None, float]:
     """``(onset, floor)``: the first logged step t whose ΔΣ and that of every logged step in
-    [t, t + window] are below ``floor`` (the window must end by the last logged step); None when
-    it never happens. ``total_steps`` (default: the last logged step) scales the tail and the
+    [t, t + window] are below ``floor`` (the window must end by the last logged step and hold
+    at least ``min_points`` log points — a window shorter than the log spacing would otherwise
+    accept any single low point); None when it never happens. ``total_steps`` (default: the last logged step) scales the tail and the
     window."""
     s = np.asarray(steps, np.float64)
     d = np.asarray(delta, np.float64)
@@ -78,9 +81,10 @@ def sosd_onset(steps: Sequence[int], delta: Sequence[float], total_steps: int | 
     for i in range(len(s)):
         if not below[i]:
             continue
-        if s[i] + window > s[-1]:  # the window must be observed in full
+        if s[i] + window > s[-1] or i + min_points > len(s):  # observed in full
             break
         inside = (s >= s[i]) & (s <= s[i] + window)
+        inside[i:i + min_points] = True  # at least min_points log points
         if np.all(below[inside]):
             return int(s[i]), floor
     return None, floor
@@ -207,7 +211,11 @@ def load_run(run_dir: str | Path) -> tuple[dict, dict, tuple[list[int], list[flo
 
 
 def _projection(name: str) -> str:
-    return name.rsplit("/", 1)[-1] if "/e" not in name else name
+    """The module name (``q``, ``fc``, ``embed``…); stacked experts keep ``<module>/e<i>``."""
+    parts = name.split("/")
+    while len(parts) > 1 and re.fullmatch(r"e\d+", parts[-1]):
+        parts = parts[:-1]
+    return parts[-1] + name[len("/".join(parts)):]
 
 
 def _by_projection(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]):
