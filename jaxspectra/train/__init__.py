@@ -2,7 +2,8 @@
 
 Python API::
 
-    from jaxspectra.train import load_config, train, sweep
+    from jaxspectra.train import load_config, train
+    from jaxspectra.train.sweep import sweep   # (the module name, so not re-exported here)
     cfg = load_config("configs/smoke.toml", {"train.steps": "100"})
     result = train(cfg)            # RunResult(state, summary, losses, run_dir)
     swept = sweep(cfg)             # SweepResult(members, summary, losses[steps, members], ...)
@@ -20,7 +21,6 @@ TensorBoard, MFU), :mod:`~jaxspectra.train.instability` (paper 004's criteria),
 from jaxspectra.train.config import Config, ConfigError, load_config
 from jaxspectra.train.instability import assess
 from jaxspectra.train.loop import RunResult, train
-from jaxspectra.train.sweep import SweepResult, sweep
+from jaxspectra.train.sweep import SweepResult
 
-__all__ = ["Config", "ConfigError", "RunResult", "SweepResult", "assess", "load_config", "sweep",
-           "train"]
+__all__ = ["Config", "ConfigError", "RunResult", "SweepResult", "assess", "load_config", "train"]
