@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import textwrap
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -511,10 +512,12 @@ def plot_curves(path: pathlib.Path, cfg: dict[str, Any], runs: list[dict],
             sp = cfg["sigma_ps"][j]
             rec = next(r for r in runs if r["d"] == d and r["N"] == N and r["sigma_p"] == sp
                        and r["seed"] == b % cfg["seeds"])
-            logR = rec["final_median_log10_R"]
             lab = None
             if b % cfg["seeds"] == 0:
-                lab = f"σp={sp:g}" + (f", log10R≈{logR:.1f}" if np.isfinite(logR) else "")
+                logR = float(np.median([r["teacher_median_log10_R"] for r in runs
+                                        if r["d"] == d and r["N"] == N and r["sigma_p"] == sp]))
+                lab = f"σp={sp:g} (teacher log10R≈{logR:.1f})"
+            del rec
             ax.semilogy(curve[b] / curve[b, 0], color=cmap(j / max(nsp - 1, 1)), lw=1,
                         alpha=0.8, label=lab)
         regime = "under" if d < N else "over"
@@ -522,7 +525,7 @@ def plot_curves(path: pathlib.Path, cfg: dict[str, Any], runs: list[dict],
         ax.set_xlabel("GD step")
         ax.set_ylabel("L_t / L_0")
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, 60 * len(dims)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -535,15 +538,17 @@ def plot_loss_vs_R(path: pathlib.Path, runs: list[dict], title: str) -> pathlib.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
     R = [r["final_median_log10_R"] for r in runs]
     L = [max(r["final_rel_loss"], 1e-300) for r in runs]
-    ax.scatter(R, L, c=[r["sigma_p"] for r in runs], cmap="viridis", s=18)
-    ax.set_yscale("log")
-    ax.set_xlabel("median log10 R at the end of training")
-    ax.set_ylabel("final L_T / L_0")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    Rt = [r["teacher_median_log10_R"] for r in runs]
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), sharey=True, layout="constrained")
+    for ax, x, lab in ((axes[0], Rt, "teacher"), (axes[1], R, "end of training")):
+        sc = ax.scatter(x, L, c=[r["sigma_p"] for r in runs], cmap="viridis", s=18)
+        ax.set_yscale("log")
+        ax.set_xlabel(f"median log10 R ({lab})")
+    axes[0].set_ylabel("final L_T / L_0")
+    fig.colorbar(sc, ax=axes, label="σ_p")
+    fig.suptitle(textwrap.fill(title, 110), fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
