@@ -318,7 +318,10 @@ def analyse_run(X, teacher, final, eta: float, curve: np.ndarray, attention: str
     # the joint Gauss-Newton matrix ∇²L(θ*) = JᵀJ/N over all trained parameters (p, v[, W]):
     # GD's actual linearisation when v (and W) train too; its slowest decade for the *loss*
     jac = _flat_jacobian(teacher, X, attention)
-    kj = ops.condition_number_on_range(jac, rank=min(jac.shape), is_factor=True)
+    # with W trained the Jacobian's rows span at most 2d directions (∂f/∂W = (∂f/∂(Wp)) pᵀ adds
+    # nothing beyond p's span), so its range is found numerically instead of taken as min(N, P)
+    rank = None if "W" in teacher else min(jac.shape)
+    kj = ops.condition_number_on_range(jac, rank=rank, is_factor=True)
     lam_j = kj.lam_min / N
     dec_j = -2.0 * math.log1p(-eta * lam_j) if 0 < eta * lam_j < 1 else 0.0
     out["kappa_joint_teacher_text"] = kj.text
