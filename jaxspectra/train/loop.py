@@ -20,7 +20,9 @@ Order of work:
 4. Eval every ``train.eval_every`` steps and at the end; checkpoints every ``checkpoint.every``
    steps and at the end (only of finite states: the loop flushes the pending metrics and checks
    the params before each save).
-5. A non-finite loss or gradient norm stops the run at once (no further saves: the last good
+5. SIGTERM (a preemption notice) finishes the current step, checkpoints it and returns with
+   ``stopped = "preempted"``; the next ``train`` resumes exactly.
+6. A non-finite loss or gradient norm stops the run at once (no further saves: the last good
    checkpoint stays the latest); ``summary.json`` carries the instability verdict
    (:mod:`jaxspectra.train.instability`).
 """
@@ -31,6 +33,8 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -427,54 +431,64 @@ def train(
         last_saved = step_done
 
     stopped = False
+    signalled = []  # SIGTERM (preemption): finish the step, checkpoint, exit cleanly
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGTERM, lambda *_: signalled.append(True))
     pending_host: list[tuple[int, list, Any]] = []
-    for t in range(start, end):
-        batch = eng.batch(s.dataset, s.data_seed, t)
-        active = [m for m in monitors if m.every > 0 and t % m.every == 0]
-        if active:
-            sub = tuple(mon_states[m.name] for m in active)
-            state, metrics, mmet, sub = eng.hooked(active)(state, batch, eng.hp, sub)
-            for m, ms in zip(active, sub):
-                mon_states[m.name] = ms
-            metrics = {**metrics, **mmet}
-        else:
-            state, metrics = eng.step(state, batch, eng.hp)
-        prev = fetcher.push(t, metrics)
-        for ht, hms, snap in pending_host:  # copies started last step, overlapping this one
-            host_params = jax.device_get(snap)
-            for hm in hms:
-                hm.submit(ht, host_params)
-        pending_host = []
-        wanted = [hm for hm in host_monitors if hm.wants(t)]
-        if wanted:
-            # the state's buffers are donated to the next step: snapshot them on the device
-            # (a copy, only on these steps) and start the snapshot's device→host transfer
-            snap = jax.tree.map(lambda x: jnp.array(x, copy=True), state.params)
-            for leaf in jax.tree.leaves(snap):
-                leaf.copy_to_host_async()
-            pending_host.append((t, wanted, snap))
-        if prev is not None and not handle(prev) and t_cfg.stop_on_nonfinite:
-            stopped = True
-            break
-        done = t + 1
-        need_eval = t_cfg.eval_every > 0 and done % t_cfg.eval_every == 0 and done < end
-        need_ckpt = cfg.checkpoint.every > 0 and done % cfg.checkpoint.every == 0
-        if need_eval or need_ckpt or done == end:
-            last = fetcher.flush()
-            if last is not None and not handle(last) and t_cfg.stop_on_nonfinite:
+    try:
+        for t in range(start, end):
+            batch = eng.batch(s.dataset, s.data_seed, t)
+            active = [m for m in monitors if m.every > 0 and t % m.every == 0]
+            if active:
+                sub = tuple(mon_states[m.name] for m in active)
+                state, metrics, mmet, sub = eng.hooked(active)(state, batch, eng.hp, sub)
+                for m, ms in zip(active, sub):
+                    mon_states[m.name] = ms
+                metrics = {**metrics, **mmet}
+            else:
+                state, metrics = eng.step(state, batch, eng.hp)
+            prev = fetcher.push(t, metrics)
+            for ht, hms, snap in pending_host:  # copies started last step, overlapping this one
+                host_params = jax.device_get(snap)
+                for hm in hms:
+                    hm.submit(ht, host_params)
+            pending_host = []
+            wanted = [hm for hm in host_monitors if hm.wants(t)]
+            if wanted:
+                # the state's buffers are donated to the next step: snapshot them on the device
+                # (a copy, only on these steps) and start the snapshot's device→host transfer
+                snap = jax.tree.map(lambda x: jnp.array(x, copy=True), state.params)
+                for leaf in jax.tree.leaves(snap):
+                    leaf.copy_to_host_async()
+                pending_host.append((t, wanted, snap))
+            if prev is not None and not handle(prev) and t_cfg.stop_on_nonfinite:
                 stopped = True
                 break
-        if need_eval and cfg.data.eval_batches > 0:
-            ev = _evaluate(eng, state.params)
-            evals.append((done, ev))
-            writer.write(done, {"eval/loss": ev})
-        if need_ckpt:
-            save(done)
-        if need_eval or need_ckpt:
-            last_time = time.perf_counter()  # keep eval/save time out of tokens/s
-        for hm in host_monitors:
-            for st, mm in hm.poll():
-                writer.write(st, mm)
+            done = t + 1
+            need_eval = t_cfg.eval_every > 0 and done % t_cfg.eval_every == 0 and done < end
+            need_ckpt = cfg.checkpoint.every > 0 and done % cfg.checkpoint.every == 0
+            if need_eval or need_ckpt or done == end:
+                last = fetcher.flush()
+                if last is not None and not handle(last) and t_cfg.stop_on_nonfinite:
+                    stopped = True
+                    break
+            if need_eval and cfg.data.eval_batches > 0:
+                ev = _evaluate(eng, state.params)
+                evals.append((done, ev))
+                writer.write(done, {"eval/loss": ev})
+            if need_ckpt:
+                save(done)
+            if need_eval or need_ckpt:
+                last_time = time.perf_counter()  # keep eval/save time out of tokens/s
+            for hm in host_monitors:
+                for st, mm in hm.poll():
+                    writer.write(st, mm)
+            if signalled:
+                break
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
     last = fetcher.flush()
     if last is not None:
         ok = handle(last)
@@ -486,11 +500,11 @@ def train(
     final_step = int(state.step) if not stopped else (nonfinite_step or 0)
     if not stopped and nonfinite_step is None:
         done = int(state.step)
-        if cfg.data.eval_batches > 0 and (not evals or evals[-1][0] != done):
+        if cfg.data.eval_batches > 0 and not signalled and (not evals or evals[-1][0] != done):
             ev = _evaluate(eng, state.params)
             evals.append((done, ev))
             writer.write(done, {"eval/loss": ev})
-        if cfg.checkpoint.keep > 0 or cfg.checkpoint.every > 0:
+        if cfg.checkpoint.keep > 0 or cfg.checkpoint.every > 0 or signalled:
             save(done)
     for hm in host_monitors:
         for st, mm in hm.close():
@@ -514,7 +528,8 @@ def train(
     summary = {
         "steps_done": final_step,
         "planned_steps": t_cfg.steps,
-        "stopped": "nonfinite" if stopped else ("preempted" if end < t_cfg.steps else "completed"),
+        "stopped": "nonfinite" if stopped else (
+            "preempted" if (signalled or int(state.step) < t_cfg.steps) else "completed"),
         "resumed_from": resumed_from,
         "last_checkpoint": last_saved,
         "final_loss": losses[-1][1] if losses else None,

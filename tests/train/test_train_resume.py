@@ -53,3 +53,36 @@ def test_resume_is_exact(tmp_path):
     ea = [r for r in read_jsonl(tmp_path / "a" / "metrics.jsonl") if "eval/loss" in r]
     eb = [r for r in read_jsonl(tmp_path / "b" / "metrics.jsonl") if "eval/loss" in r]
     assert ea == eb and [r["step"] for r in ea] == [1000, 2000]
+
+
+class _Preempt:
+    """A host monitor that delivers SIGTERM to this process after step 3 (a preemption)."""
+
+    name = "preempt"
+
+    def wants(self, step):
+        return step == 3
+
+    def submit(self, step, params):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def poll(self):
+        return []
+
+    def close(self):
+        return []
+
+
+def test_sigterm_checkpoints_and_resumes(tmp_path):
+    cfg = from_dict(base_config(tmp_path / "p", steps=10, run={"num_devices": 1},
+                                data={"eval_batches": 0}, checkpoint={"every": 0, "keep": 1}))
+    first = train(cfg, dataset=ToyLM(), host_monitors=[_Preempt()])
+    assert first.summary["stopped"] == "preempted"
+    stop = int(first.state.step)
+    assert 4 <= stop < 10 and first.summary["last_checkpoint"] == stop
+    second = train(cfg, dataset=ToyLM())
+    assert second.summary["resumed_from"] == stop and second.summary["stopped"] == "completed"
+    assert [s for s, _ in second.losses] == list(range(stop, 10))
