@@ -362,12 +362,13 @@ def train(
         _truncate_metrics(s.run_dir / "metrics.jsonl", start)
     if state is None:
         state = eng.init_state(cfg.run.seed)
-    writer = MetricsWriter(s.run_dir)  # after the resume truncation (it replaces the file)
+    main = jax.process_index() == 0  # only the first process writes logs
+    writer = MetricsWriter(s.run_dir, enabled=main)  # after the resume truncation
     counts = param_counts(state.params)
     if start == 0:
         writer.write(0, {f"params/{k}": v for k, v in counts.items()})
     flops_tok = model_flops_per_token(s.model_config, s.abstract_params, T)
-    if t_cfg.progress:
+    if t_cfg.progress and main:
         groups = ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "total")
         print(f"jaxspectra train: {counts['total']:,} parameters ({groups}); "
               f"{flops_tok / 1e6:.3g} MFLOP/token; {s.n_devices} device(s); "
@@ -387,7 +388,8 @@ def train(
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover
         tqdm = None
-    bar = (tqdm(total=end, initial=start, disable=not t_cfg.progress, dynamic_ncols=True)
+    bar = (tqdm(total=end, initial=start, disable=not (t_cfg.progress and main),
+                dynamic_ncols=True)
            if tqdm else None)
     last_saved = resumed_from
 
@@ -541,5 +543,6 @@ def train(
         "devices": s.n_devices,
         "verdict": verdict,
     }
-    _write_json(s.run_dir / "summary.json", summary)
+    if main:
+        _write_json(s.run_dir / "summary.json", summary)
     return RunResult(state, summary, losses, s.run_dir)

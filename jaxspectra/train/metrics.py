@@ -36,8 +36,11 @@ def _to_host_scalar(v: Any) -> Any:
 class MetricsWriter:
     """Append-only JSONL (one object per line, ``step`` first) + TensorBoard + npz arrays."""
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True):
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, enabled: bool = True):
+        self.enabled = enabled  # False on every process but the first (multi-host)
         self.dir = Path(run_dir)
+        if not enabled:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         self._f = open(self.dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
         self._tb = None
@@ -50,6 +53,8 @@ class MetricsWriter:
                 self._tb = None
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         scalars, arrays = {}, {}
         for k, v in metrics.items():
             if isinstance(v, str | bool | int | float) and not isinstance(v, np.generic):
@@ -79,6 +84,8 @@ class MetricsWriter:
             tmp.replace(path)
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self._f.close()
         if self._tb is not None:
             self._tb.close()
