@@ -51,7 +51,7 @@ def test_monitors_under_sharded_params():
         m = dict(spectral_metrics(p, arrays=False))
         m.update(heavy_tail_metrics(p, min_tail=4))
         m.update(grad_norm_metrics(p))
-        m.update(jacobian_metrics(model, p, tokens[:1, :4], cfg.n_layers, iters=10))
+        m.update(jacobian_metrics(model, p, tokens[:1, :4], cfg.n_layers, iters=3))
         m.update(AttentionMonitor(model, tokens, every=1)(p, None, ())[0])
         return m
 
