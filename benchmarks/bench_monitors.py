@@ -99,7 +99,7 @@ def run(quick: bool) -> BenchResult:
     tmp = tempfile.mkdtemp(prefix="bench_monitors_")
     cfg = _config(quick, tmp)
     s = setup(cfg, write_config=False)
-    n_steps = 60 if quick else 300
+    n_steps = 60 if quick else 200
     cadences = (10, 50)
     spec_mons = {k: SpectralMonitor(every=k, name=f"spectral_{k}") for k in cadences}
     eng = _Engine(s, list(spec_mons.values()))

@@ -11,6 +11,7 @@ module                 what
 ``jacobian``           block Jacobians by jvp/vjp power iteration, alignment, Thm 4.2 bound
 ``grad_norms``         global / per-group / per-layer gradient norms
 ``attention``          R, entropy, logits, ‖J_softmax‖_F, exact κ on 1⊥ (papers 001, 004)
+``registry``           ``build_monitors(spec, ...)``: monitors by name from a config table
 =====================  ===================================================================
 """
 
@@ -34,6 +35,7 @@ from jaxspectra.monitors.jacobian import (
     jacobian_metrics,
     thm42_bound,
 )
+from jaxspectra.monitors.registry import build_monitors
 from jaxspectra.monitors.spectral import (
     HostSpectralMonitor,
     SpectralMonitor,
@@ -55,6 +57,7 @@ __all__ = [
     "SpectralMonitor",
     "attention_logits",
     "attention_metrics",
+    "build_monitors",
     "chain_jacobian_stats",
     "delta_sigma",
     "grad_norm_metrics",
