@@ -287,7 +287,7 @@ def _theorem2_bound(teacher: pa.Params, X: np.ndarray) -> str:
         _, Q_U = results.important_subspace(pa.keys(teacher, X), imp)
         out = results.theorem2_bound(teacher, X, imp, Q_U)
     except ValueError as err:
-        return f"n/a ({str(err)[:40]})"
+        return f"n/a ({str(err)[:70]})"
     x = out["log10_kappa_bound"]
     return f"10^{x:.1f}" if math.isfinite(x) else str(x)
 
@@ -586,6 +586,17 @@ def runs_table(runs: list[dict], attention: str) -> list[str]:
     return lines
 
 
+def _cpu_model() -> str:
+    """The host CPU's model name (Linux), for the report's device line."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def write_report(path: pathlib.Path, title: str, name: str, preset: str, cfg: dict[str, Any],
                  runs: list[dict], checks: list[tuple[str, bool, str]], figures: list[str],
                  wall_s: float, notes: str = "") -> pathlib.Path:
@@ -597,7 +608,7 @@ def write_report(path: pathlib.Path, title: str, name: str, preset: str, cfg: di
         "",
         f"`jaxspectra reproduce {name} --preset {preset}` — **{'PASSED' if passed else 'FAILED'}**",
         "",
-        f"Device: {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}), "
+        f"Device: {jax.devices()[0].device_kind} ({_cpu_model() or platform.machine()}), "
         f"jax {jax.__version__}, float64. Wall time {wall_s:.1f} s.",
         "",
         "Config: " + ", ".join(f"{k}={v}" for k, v in cfg.items()),
