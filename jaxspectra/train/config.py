@@ -13,6 +13,21 @@ A config file has one table per section (every key optional; defaults below)::
     [checkpoint]   every, keep, async_save, dir, resume
     [instability]  thresholds of :mod:`jaxspectra.train.instability`
     [sweep]        seeds, [sweep.axes] ("section.key" = [values, ...])
+    [monitors]     spectral_every, [monitors.<name>] tables of
+                   :func:`jaxspectra.monitors.build_monitors` (spectral, heavy_tail, attention,
+                   jacobian, grad_norms)
+
+Monitors (default: all off). A ``[monitors.<name>]`` table turns its monitor on when it sets
+``every > 0`` (``every = 0`` or no table: off); its other keys are the registry's options and are
+validated here (unknown → error listing the known ones). ``monitors.spectral_every = k > 0``
+appends the optax :func:`~jaxspectra.monitors.spectral_monitor` last in the optimiser chain
+(σ_max, stable rank, one-step ΔΣ every ``k`` steps, logged by the trainer)::
+
+    [monitors]
+    spectral_every = 50
+    [monitors.attention]
+    every = 500
+    probe_batch = 2
 
 The learning rate at step ``t`` is ``optim.learning_rate · build_schedule(optim.schedule, 1.0,
 …)(t)``: the schedule is built at peak 1 and scaled (so a sweep can vmap the peak), hence
@@ -129,6 +144,22 @@ class SweepSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class MonitorsSection:
+    spectral_every: int = 0  # > 0: optax spectral_monitor(k) last in the chain
+    # one table per monitor of jaxspectra.monitors.registry.OPTIONS; on when it sets every > 0
+    spectral: dict = dataclasses.field(default_factory=dict)
+    heavy_tail: dict = dataclasses.field(default_factory=dict)
+    attention: dict = dataclasses.field(default_factory=dict)
+    jacobian: dict = dataclasses.field(default_factory=dict)
+    grad_norms: dict = dataclasses.field(default_factory=dict)
+
+    def enabled(self) -> dict[str, dict]:
+        """``{name: options}`` of the monitors that are on (``every > 0``)."""
+        return {f.name: dict(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.name != "spectral_every" and getattr(self, f.name).get("every", 0) > 0}
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     run: RunSection = RunSection()
     model: ModelSection = ModelSection()
@@ -138,12 +169,45 @@ class Config:
     checkpoint: CheckpointSection = CheckpointSection()
     instability: InstabilitySection = InstabilitySection()
     sweep: SweepSection = SweepSection()
+    monitors: MonitorsSection = MonitorsSection()
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 _SECTION_TYPES = get_type_hints(Config)
 # dict-valued fields: free-form tables whose keys the consumer validates
-_FREE_TABLES = {"options", "schedule_options", "msign", "axes"}
+_MONITOR_TABLES = {f.name for f in dataclasses.fields(MonitorsSection)} - {"spectral_every"}
+_FREE_TABLES = {"options", "schedule_options", "msign", "axes"} | _MONITOR_TABLES
+
+
+def _validate_monitors(sec: MonitorsSection) -> None:
+    """Names, option names and option types of the ``[monitors.<name>]`` tables."""
+    from jaxspectra.monitors.registry import OPTIONS
+
+    if sec.spectral_every < 0:
+        raise ConfigError(f"monitors.spectral_every must be ≥ 0 (0 = off), got "
+                          f"{sec.spectral_every}")
+    for name in sorted(_MONITOR_TABLES):
+        opts = getattr(sec, name)
+        known = OPTIONS[name]
+        bad = set(opts) - set(known)
+        if bad:
+            raise ConfigError(f"unknown key(s) {sorted(f'monitors.{name}.{k}' for k in bad)}; "
+                              f"known keys of [monitors.{name}]: {sorted(known)}")
+        if opts and "every" not in opts:
+            raise ConfigError(f"[monitors.{name}] sets {sorted(opts)} but not 'every': set "
+                              f"monitors.{name}.every = <steps> to turn it on (0 = off)")
+        for k, v in opts.items():
+            want = type(known[k]) if known[k] is not None else int
+            ok = isinstance(v, want) and (want is bool or not isinstance(v, bool))
+            if not ok:
+                raise ConfigError(f"config key 'monitors.{name}.{k}' expects "
+                                  f"{want.__name__}, got {v!r}")
+        if opts.get("every", 0) < 0:
+            raise ConfigError(f"monitors.{name}.every must be ≥ 0 (0 = off), got {opts['every']}")
+    if sec.spectral_every > 0 and sec.spectral.get("every", 0) > 0:
+        raise ConfigError("monitors.spectral_every (optax, in the chain) and [monitors.spectral] "
+                          "write the same spectral/... keys: turn one off (spectral_every = 0 or "
+                          "monitors.spectral.every = 0)")
 
 
 def _fields(cls) -> dict[str, type]:
@@ -204,6 +268,7 @@ def from_dict(d: dict[str, Any]) -> Config:
                 f"{sorted(fields)}"
             )
         sections[name] = cls(**{k: _coerce(name, k, fields[k], v) for k, v in raw.items()})
+    _validate_monitors(sections["monitors"])
     return Config(**sections)
 
 

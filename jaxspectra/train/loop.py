@@ -5,7 +5,8 @@ Order of work:
 1. :func:`setup` validates everything that can be checked without compute — config keys and
    types, run/checkpoint directories writable, device count vs batch and gradient accumulation,
    model preset shapes, data source and path, optimiser name and options (built on abstract
-   params) — and writes ``config.toml`` into the run directory.
+   params), the ``[monitors]`` (built: :func:`jaxspectra.train.hooks.config_monitors`) — and
+   writes ``config.toml`` into the run directory.
 2. Init (or exact resume from the latest orbax checkpoint): params on their shardings,
    ``prepare_params``, optimiser state.
 3. Steps: batch ``t`` is ``dataset.batch(seed, t, B, T)``, sharded on the ``data`` axis; the
@@ -14,9 +15,15 @@ Order of work:
    ``t`` = loss of the params after ``t`` updates; eval records ``eval/loss`` at step ``s`` = after
    ``s`` updates), TensorBoard when installed, tqdm bar with loss, tokens/s and MFU.
    Device monitors run inside the hooked step (compiled separately, once per set of monitors
-   due together) only on their steps. On the steps a host monitor wants, the params (whose
-   buffers are donated to the next step) are snapshotted on the device and their host copy
-   starts at once; the NumPy tree is handed to ``submit`` after the next step is dispatched.
+   due together) only on their steps (:func:`~jaxspectra.train.hooks.is_active`): they see the
+   params *before* update ``t`` and the step's batch. Their metrics — and the optax spectral
+   monitor's record (``monitors.spectral_every``) — are fetched one step late like the loss
+   and written on every step they are computed, whatever ``train.log_every`` (scalars to
+   ``metrics.jsonl``, arrays to ``arrays/step_<t>.npz``). On the steps a host monitor wants,
+   a jitted, non-donated device copy of the params after update ``t`` is made and its host
+   transfer starts at once; the NumPy tree is handed to ``submit(t, ·)`` after step ``t + 1``
+   is dispatched (:class:`~jaxspectra.train.hooks.HostCopier`); finished host results are
+   written under their step as they come (``poll``, and ``close`` at the end).
 4. Eval every ``train.eval_every`` steps and at the end; checkpoints every ``checkpoint.every``
    steps and at the end (only of finite states: the loop flushes the pending metrics and checks
    the params before each save).
@@ -48,6 +55,13 @@ import numpy as np
 from jaxspectra.train import sharding as shd
 from jaxspectra.train.checkpoint import Checkpointer
 from jaxspectra.train.config import Config, ConfigError, dump_toml, to_dict
+from jaxspectra.train.hooks import (
+    HostCopier,
+    check_names,
+    config_monitors,
+    is_active,
+    optax_spectral_metrics,
+)
 from jaxspectra.train.instability import assess
 from jaxspectra.train.metrics import (
     LaggedFetcher,
@@ -86,6 +100,8 @@ class Setup:
     ckpt_dir: Path | None
     abstract_params: Any
     data_seed: int
+    device_monitors: list = dataclasses.field(default_factory=list)  # from cfg.monitors
+    host_monitors: list = dataclasses.field(default_factory=list)
 
     @property
     def n_devices(self) -> int:
@@ -181,6 +197,11 @@ def setup(
                                      jax.random.PRNGKey(0))
     validate_optimizer(cfg.optim, t.steps, abstract_params,
                        lr_multiplier_tree(mcfg, abstract_params))
+    data_seed = cfg.data.seed if cfg.data.seed >= 0 else cfg.run.seed
+    device_mons, host_mons = config_monitors(
+        cfg, module=module, n_layers=model_dims(mcfg).get("n_layers"),
+        loss_fn=partial(lm_loss, module.apply),
+        probe_inputs=lambda: dataset.batch(data_seed, 0, d.batch_size, d.seq_len)[0])
     if write_config:
         (run_dir / "config.toml").write_text(dump_toml(cfg))
     if cfg.run.compile_cache_dir:
@@ -191,9 +212,8 @@ def setup(
 
             jax.config.update("jax_compilation_cache_dir", str(cache))
             compilation_cache.reset_cache()  # re-open at the new directory
-    data_seed = cfg.data.seed if cfg.data.seed >= 0 else cfg.run.seed
     return Setup(cfg, mesh, module, mcfg, dataset, eval_dataset, run_dir, ckpt_dir,
-                 abstract_params, data_seed)
+                 abstract_params, data_seed, device_mons, host_mons)
 
 
 def put_batch(batch: Any, sharding: Any) -> Any:
@@ -241,8 +261,9 @@ class _Engine:
         self.apply_fn = s.module.apply
         self.loss_fn = partial(lm_loss, self.apply_fn)
         mults = lr_multiplier_tree(s.model_config, s.abstract_params)
+        self.spectral_every = cfg.monitors.spectral_every
         self.make_tx, self.lr_fn = make_tx_factory(cfg.optim, cfg.train.steps, s.abstract_params,
-                                                   mults)
+                                                   mults, spectral_every=self.spectral_every)
         self.hp = hp_arrays(base_hparams(cfg.optim))
         tx0 = self.make_tx(self.hp)
         abstract_state = jax.eval_shape(
@@ -260,6 +281,10 @@ class _Engine:
         self.step = jax.jit(step, in_shardings=(self.state_sh, self.batch_sh, self.rep),
                             out_shardings=(self.state_sh, self.rep), donate_argnums=0)
         self._hooked: dict[tuple[str, ...], Any] = {}
+        # the optax spectral monitor's last record, copied out of the (donated) optimiser state
+        self.spectral_record = jax.jit(
+            lambda st: jax.tree.map(jnp.copy, optax_spectral_metrics(st)),
+            in_shardings=(self.state_sh.opt_state,), out_shardings=self.rep)
         self._init = None
         self.eval_step = jax.jit(make_eval_step(self.loss_fn),
                                  in_shardings=(self.state_sh.params, self.batch_sh),
@@ -341,12 +366,17 @@ def train(
     Args:
       cfg: the run config.
       model, dataset, eval_dataset: optional objects replacing what the config names.
-      monitors: :class:`~jaxspectra.monitors.base.DeviceMonitor` s (hooked step on their steps).
-      host_monitors: :class:`~jaxspectra.monitors.base.HostMonitor` s (async host copies).
+      monitors: :class:`~jaxspectra.monitors.base.DeviceMonitor` s (hooked step on their steps),
+        run besides those ``cfg.monitors`` turns on.
+      host_monitors: :class:`~jaxspectra.monitors.base.HostMonitor` s (async host copies),
+        besides the config's.
       stop_after: stop (with a checkpoint) once this many updates are done — a preemption
         stand-in; the schedule still spans ``train.steps``.
     """
     s = setup(cfg, model=model, dataset=dataset, eval_dataset=eval_dataset)
+    monitors = [*s.device_monitors, *monitors]
+    host_monitors = [*s.host_monitors, *host_monitors]
+    check_names(monitors, host_monitors)
     eng = _Engine(s, monitors)
     t_cfg = cfg.train
     B, T = cfg.data.batch_size, cfg.data.seq_len
@@ -398,7 +428,8 @@ def train(
         nonlocal last_time, nonfinite_step
         step_i, m = item
         now = time.perf_counter()
-        rec = {k: (float(v) if np.ndim(v) == 0 else v) for k, v in m.items()}
+        rec = {k: (float(v) if np.ndim(v) == 0 else v) for k, v in m["train"].items()}
+        mon = {k: (float(v) if np.ndim(v) == 0 else v) for k, v in m["monitors"].items()}
         if last_time is not None:
             times.append(now - last_time)
             tok_s = B * T / max(now - last_time, 1e-9)
@@ -408,7 +439,9 @@ def train(
         loss = rec["loss"]
         losses.append((step_i, loss))
         if step_i % t_cfg.log_every == 0 or step_i == end - 1 or not math.isfinite(loss):
-            writer.write(step_i, rec)
+            writer.write(step_i, {**rec, **mon})
+        elif mon:  # monitor metrics land on every step they were computed
+            writer.write(step_i, mon)
         if bar is not None:
             bar.update(1)
             if step_i % t_cfg.log_every == 0:
@@ -437,33 +470,26 @@ def train(
     old_handler = None
     if threading.current_thread() is threading.main_thread():
         old_handler = signal.signal(signal.SIGTERM, lambda *_: signalled.append(True))
-    pending_host: list[tuple[int, list, Any]] = []
+    copier = HostCopier(eng.state_sh.params)
     try:
         for t in range(start, end):
             batch = eng.batch(s.dataset, s.data_seed, t)
-            active = [m for m in monitors if m.every > 0 and t % m.every == 0]
+            active = [m for m in monitors if is_active(m, t)]
+            mmet: dict[str, Any] = {}
             if active:
                 sub = tuple(mon_states[m.name] for m in active)
                 state, metrics, mmet, sub = eng.hooked(active)(state, batch, eng.hp, sub)
                 for m, ms in zip(active, sub):
                     mon_states[m.name] = ms
-                metrics = {**metrics, **mmet}
             else:
                 state, metrics = eng.step(state, batch, eng.hp)
-            prev = fetcher.push(t, metrics)
-            for ht, hms, snap in pending_host:  # copies started last step, overlapping this one
-                host_params = jax.device_get(snap)
-                for hm in hms:
-                    hm.submit(ht, host_params)
-            pending_host = []
+            if eng.spectral_every > 0 and t % eng.spectral_every == 0:
+                mmet = {**mmet, **eng.spectral_record(state.opt_state)}
+            prev = fetcher.push(t, {"train": metrics, "monitors": mmet})
+            copier.deliver()  # copies started last step have landed while this one was queued
             wanted = [hm for hm in host_monitors if hm.wants(t)]
-            if wanted:
-                # the state's buffers are donated to the next step: snapshot them on the device
-                # (a copy, only on these steps) and start the snapshot's device→host transfer
-                snap = jax.tree.map(lambda x: jnp.array(x, copy=True), state.params)
-                for leaf in jax.tree.leaves(snap):
-                    leaf.copy_to_host_async()
-                pending_host.append((t, wanted, snap))
+            if wanted:  # copy (the state is donated to the next step), start the host transfer
+                copier.start(t, state.params, wanted)
             if prev is not None and not handle(prev) and t_cfg.stop_on_nonfinite:
                 stopped = True
                 break
@@ -495,10 +521,7 @@ def train(
     if last is not None:
         ok = handle(last)
         stopped = stopped or (not ok and t_cfg.stop_on_nonfinite)
-    for ht, hms, snap in pending_host:
-        host_params = jax.device_get(snap)
-        for hm in hms:
-            hm.submit(ht, host_params)
+    copier.deliver()
     final_step = int(state.step) if not stopped else (nonfinite_step or 0)
     if not stopped and nonfinite_step is None:
         done = int(state.step)

@@ -129,12 +129,15 @@ def _own_schedule(name: str) -> bool:
 
 
 def make_tx_factory(
-    cfg: OptimSection, total_steps: int, params: Any, mults: Any | None
+    cfg: OptimSection, total_steps: int, params: Any, mults: Any | None,
+    spectral_every: int = 0,
 ) -> tuple[Callable[[dict], optax.GradientTransformation], Callable[[dict, Any], Any]]:
     """``(make_tx(hp), lr_fn(hp, step))``; ``hp`` maps dotted names to (traced) scalars.
 
-    Chain: ``clip_by_global_norm → build_optimizer(name) → LR multipliers → MSign``. MSign stays
-    last (it restores the norm of ``W + u``, so it must see the final update). Paper 004's
+    Chain: ``clip_by_global_norm → build_optimizer(name) → LR multipliers → MSign
+    [→ spectral_monitor(spectral_every)]``. MSign comes after the optimiser (it restores the norm
+    of ``W + u``, so it must see the final update); the optional spectral monitor (an identity)
+    is the very last link, so its ΔΣ is between W_t and the W_{t+1} actually applied. Paper 004's
     presets get ``learning_rate`` as a float (they build their own schedules; ``optim.schedule``
     is ignored and the logged ``lr`` is that peak).
     """
@@ -181,6 +184,10 @@ def make_tx_factory(
                 from jaxspectra.optim.msign import msign as msign_tx
 
                 parts.append(msign_tx(**msign))
+        if spectral_every > 0:
+            from jaxspectra.monitors.spectral import spectral_monitor
+
+            parts.append(spectral_monitor(spectral_every))
         return optax.chain(*parts)
 
     return make_tx, lr_fn

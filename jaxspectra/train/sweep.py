@@ -17,7 +17,8 @@ step, so the sweep would pay the MSign cost on every step) — run one sweep per
 
 Each member gets ``<run.dir>/member_<i>/metrics.jsonl`` and its own verdict; ``summary.json`` in
 ``run.dir`` lists the members. A member whose loss turns non-finite is reported as such while
-the others continue (members are independent under ``vmap``). Sweeps write no checkpoints.
+the others continue (members are independent under ``vmap``). Sweeps write no checkpoints and
+run no monitors: a ``[monitors]`` section (e.g. of a shared config) is ignored, with a note.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspectra.train import sharding as shd
-from jaxspectra.train.config import Config, ConfigError, apply_overrides, to_dict
+from jaxspectra.train.config import (
+    Config,
+    ConfigError,
+    MonitorsSection,
+    apply_overrides,
+    to_dict,
+)
 from jaxspectra.train.instability import assess
 from jaxspectra.train.loop import Setup, _Engine, _write_json, model_flops_per_token, setup
 from jaxspectra.train.metrics import LaggedFetcher, MetricsWriter, mfu
@@ -150,6 +157,10 @@ def validate_axes(cfg: Config, module=None) -> None:
 def sweep(cfg: Config, *, model: tuple[Any, Any] | None = None, dataset: Any = None,
           eval_dataset: Any = None) -> SweepResult:
     """Train every member of ``cfg.sweep`` in one vmapped step (module docstring)."""
+    if cfg.monitors != MonitorsSection():
+        # monitors (a lax.cond under vmap runs both branches) are for single runs
+        print("jaxspectra sweep: note: [monitors] is ignored by sweeps", flush=True)
+        cfg = dataclasses.replace(cfg, monitors=MonitorsSection())
     members = members_of(cfg)
     validate_axes(cfg)
     s = setup(cfg, model=model, dataset=dataset, eval_dataset=eval_dataset)

@@ -6,6 +6,7 @@ import json
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jaxspectra.train.cli import sweep_command, train_command
@@ -28,7 +29,8 @@ def test_train_command_smoke(tmp_path, capsys):
                        {"run.dir": str(run), "train.steps": "6", "train.eval_every": "3",
                         "checkpoint.every": "3", "data.seq_len": "16", "train.progress": "false",
                         "optim.warmup_steps": "1", "run.num_devices": "1",
-                        "run.compile_cache_dir": str(tmp_path / "xla")})
+                        "run.compile_cache_dir": str(tmp_path / "xla"),
+                        "monitors.attention.every": "4", "monitors.spectral.every": "3"})
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "completed at step 6/6" in out
@@ -42,6 +44,15 @@ def test_train_command_smoke(tmp_path, capsys):
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["3",
                                                                                           "6"]
     assert load_config(run / "config.toml").train.steps == 6
+    # smoke.toml's monitors: device attention at 0 and 4 (4 is off the log_every=5 grid), host
+    # spectral (params after t and t+1) with its one-step ΔΣ at 0 and 3, spectra in the npz
+    att = "attention/layer_0/head_0/entropy"
+    assert sorted(r["step"] for r in recs if att in r) == [0, 4]
+    dsig = "spectral/attention/block_0/q/delta_sigma"
+    assert sorted(r["step"] for r in recs if dsig in r) == [0, 3]
+    assert all(r[dsig] > 0 for r in recs if dsig in r)
+    for t in (0, 3):
+        assert "spectral__attention__block_0__q__sv" in np.load(run / "arrays" / f"step_{t}.npz")
     assert any((tmp_path / "xla").iterdir())  # the persistent compilation cache was used
 
 
