@@ -61,7 +61,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             f"choose one of {sorted(mod.PRESETS)}"
         )
     out = Path(args.out) if args.out else Path("runs") / args.name.replace("-", "_") / args.preset
-    result = mod.run(args.preset, out, parse_overrides(args.set))
+    try:
+        result = mod.run(args.preset, out, parse_overrides(args.set))
+    except ValueError as err:  # bad overrides / inputs: a clean message, not a traceback
+        raise SystemExit(f"jaxspectra reproduce {args.name}: {err}") from None
     report = result.get("report") if isinstance(result, dict) else None
     print(f"jaxspectra: {args.name} ({args.preset}) done; outputs in {out}")
     if report:

@@ -36,3 +36,8 @@ def test_harness_time_and_write(tmp_path):
     harness.write_section(out, "x", harness.render("x", "new desc", res, "cpu"))
     text = out.read_text()
     assert text.count("<!-- bench:x -->") == 1 and "new desc" in text and "bench:y" in text
+
+
+def test_bad_override_is_a_clean_error():
+    with pytest.raises(SystemExit, match="softmax_fig1"):
+        cli.main(["reproduce", "softmax_fig1", "--set", "no_such_field=1"])
