@@ -11,6 +11,7 @@ Python API::
 Modules: :mod:`~jaxspectra.train.config` (frozen dataclasses, TOML, ``--set``),
 :mod:`~jaxspectra.train.state` (train state, model and optimiser chain),
 :mod:`~jaxspectra.train.step` (train/eval steps, grad accumulation, monitor hook),
+:mod:`~jaxspectra.train.hooks` (``[monitors]`` → monitors, cadence, async host copies),
 :mod:`~jaxspectra.train.sharding` (mesh, data-parallel / FSDP shardings, multi-host init),
 :mod:`~jaxspectra.train.checkpoint` (orbax), :mod:`~jaxspectra.train.metrics` (JSONL,
 TensorBoard, MFU), :mod:`~jaxspectra.train.instability` (paper 004's criteria),
