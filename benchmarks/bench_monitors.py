@@ -99,7 +99,7 @@ def run(quick: bool) -> BenchResult:
     tmp = tempfile.mkdtemp(prefix="bench_monitors_")
     cfg = _config(quick, tmp)
     s = setup(cfg, write_config=False)
-    n_steps = 60 if quick else 200
+    n_steps = 60 if quick else 100
     cadences = (10, 50)
     spec_mons = {k: SpectralMonitor(every=k, name=f"spectral_{k}") for k in cadences}
     eng = _Engine(s, list(spec_mons.values()))
@@ -119,7 +119,7 @@ def run(quick: bool) -> BenchResult:
         rows.append({"variant": "device spectral", "every": k, "step_ms": dt * 1e3,
                      "overhead_%": 100 * (dt / base - 1), "backlog_s": 0.0})
     for k in cadences:
-        hm = HostSpectralMonitor(every=k, workers=2)
+        hm = HostSpectralMonitor(every=k, workers=2 if quick else 8)
         state, dt, backlog = _loop(eng, state, batches, [], [hm], start=0)
         rows.append({"variant": "host spectral (t, t+1; ΔΣ)", "every": k, "step_ms": dt * 1e3,
                      "overhead_%": 100 * (dt / base - 1), "backlog_s": backlog})
@@ -149,6 +149,6 @@ def run(quick: bool) -> BenchResult:
     notes = (f"{size}; {n_steps} steps per variant; step_ms = loop wall time / steps (compile "
              "excluded). Goals: ≤ 5 % overhead every 50 steps, ≤ 20 % every 10. The host "
              "variant pays a synchronous `device_get` of the params on 2 of every k steps (the "
-             "trainer's copy-out), its spectra run in 2 NumPy threads; backlog_s > 0 means the "
+             "trainer's copy-out), its spectra run in NumPy threads (2 quick, 8 full); backlog_s > 0 means the "
              "host had not caught up when training ended.")
     return BenchResult(rows=rows, notes=notes, title="monitors")

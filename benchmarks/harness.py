@@ -120,7 +120,7 @@ def render(name: str, description: str, result: BenchResult, device: str) -> str
             if k not in cols:
                 cols.append(k)
     lines = [f"<!-- bench:{name} -->", f"## {result.title or name}", "", description, ""]
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines += [f"Device: **{device}**; run {stamp}.", ""]
     if cols:
         lines.append("| " + " | ".join(cols) + " |")
