@@ -26,6 +26,7 @@ import datetime as _dt
 import platform
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,7 +93,12 @@ def time_fn(
         total += dt
         if len(times) > 10_000:
             break
-    return statistics.median(times)
+    med = statistics.median(times)
+    # progress on stderr, so a run cut off by a time limit still shows what it measured
+    name = getattr(fn, "__name__", type(fn).__name__)
+    print(f"[time_fn] {name}: median {med * 1e3:.4g} ms over {len(times)}", file=sys.stderr,
+          flush=True)
+    return med
 
 
 def device_name() -> str:

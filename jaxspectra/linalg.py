@@ -23,8 +23,8 @@ method             what it computes
 ``accurate``       Polar-Express polynomials re-derived (:func:`polar_express_coefficients`) for
                    the interval [1e-4/√k, 1] (k = min(m, n)), in float32 with full-precision
                    matmuls, followed by a residual check ‖SSᵀ − I‖₂ ≤ ``tol`` per matrix; when
-                   any matrix of the batch fails, the batch falls back to ``svd`` (``lax.cond``,
-                   so the fallback costs nothing when it is not taken).
+                   a matrix fails, that matrix (only) falls back to ``svd`` (``lax.cond`` per
+                   matrix inside ``lax.map``, so the fallback costs nothing when not taken).
 ``auto``           ``accurate`` (the fastest method meeting 1e-4 on the benchmark shapes; see
                    ``benchmarks/bench_linalg.py``).
 =================  ==========================================================================
@@ -401,14 +401,24 @@ def _matrix_sign_jit(
         zero = jnp.all(xd == 0, axis=(-2, -1))
         err = jnp.where(zero, 0.0, sign_error(s))
         bad = jnp.any(~(err <= tol))  # NaN counts as failure
-        s, err = lax.cond(
-            bad,
-            lambda xd, s, e: _svd_sign(xd, rank_rtol),
-            lambda xd, s, e: (s, e),
-            xd,
-            s,
-            err,
-        )
+
+        def fallback(xd, s, e):
+            # per matrix: only the matrices that failed the residual check pay for an SVD (one
+            # ill-conditioned matrix in a bank of 48 must not send all 48 to the SVD)
+            bshape, mshape = xd.shape[:-2], xd.shape[-2:]
+
+            def one(args):
+                xi, si, ei = args
+                return lax.cond(
+                    ~(ei <= tol), lambda: _svd_sign(xi, rank_rtol), lambda: (si, ei)
+                )
+
+            so, eo = lax.map(
+                one, (xd.reshape((-1, *mshape)), s.reshape((-1, *mshape)), e.reshape(-1))
+            )
+            return so.reshape(bshape + mshape), eo.reshape(bshape)
+
+        s, err = lax.cond(bad, fallback, lambda xd, s, e: (s, e), xd, s, err)
         s = s.astype(out_dtype)
 
     if not return_error:

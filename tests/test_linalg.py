@@ -300,3 +300,23 @@ def test_alignment_on_constructed_matrices(method):
     got = L.alignment(a, b, method=method, iters=200)
     np.testing.assert_allclose(got, np.abs(np.cos(thetas)), atol=1e-4)
     assert got.shape == (5,)
+
+
+def test_accurate_fallback_is_per_matrix():
+    """One ill-conditioned matrix in a batch goes to the SVD; the others keep the polynomial."""
+    key = jax.random.PRNGKey(3)
+    k1, k2, k3 = jax.random.split(key, 3)
+    n = 16
+    u, _ = jnp.L.qr(jax.random.normal(k1, (3, n, n)))
+    v, _ = jnp.L.qr(jax.random.normal(k2, (3, n, n)))
+    s = jnp.stack([jnp.geomspace(1.0, 1e-2, n), jnp.geomspace(1.0, 1e-9, n),
+                   jnp.geomspace(1.0, 1e-3, n)])
+    x = jnp.einsum("bik,bk,bjk->bij", u, s, v)
+    s_poly, e_poly = L.matrix_sign(x, "accurate", tol=np.inf, return_error=True)
+    s_acc, e_acc = L.matrix_sign(x, "accurate", return_error=True)
+    s_svd, _ = L.matrix_sign(x, "svd", return_error=True)
+    assert e_poly[1] > L.ACCURATE_TOL  # the polynomial fails on the 1e-9 matrix ...
+    np.testing.assert_allclose(s_acc[1], s_svd[1], atol=1e-5)  # ... which goes to the SVD
+    for i in (0, 2):  # the others are left as the polynomial computed them
+        np.testing.assert_array_equal(np.asarray(s_acc[i]), np.asarray(s_poly[i]))
+        assert float(e_acc[i]) == float(e_poly[i])
