@@ -307,8 +307,8 @@ def test_accurate_fallback_is_per_matrix():
     key = jax.random.PRNGKey(3)
     k1, k2, k3 = jax.random.split(key, 3)
     n = 16
-    u, _ = jnp.L.qr(jax.random.normal(k1, (3, n, n)))
-    v, _ = jnp.L.qr(jax.random.normal(k2, (3, n, n)))
+    u, _ = jnp.linalg.qr(jax.random.normal(k1, (3, n, n)))
+    v, _ = jnp.linalg.qr(jax.random.normal(k2, (3, n, n)))
     s = jnp.stack([jnp.geomspace(1.0, 1e-2, n), jnp.geomspace(1.0, 1e-9, n),
                    jnp.geomspace(1.0, 1e-3, n)])
     x = jnp.einsum("bik,bk,bjk->bij", u, s, v)
