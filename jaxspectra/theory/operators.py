@@ -188,8 +188,9 @@ def _condition_from_eigs(lam: np.ndarray, n_dim: int, rank: int | None, max_reso
     if rank is None:
         rank = int(np.count_nonzero(lam > zero_tol))
         if rank < lam.size:  # numerical range: demand a clear gap to the "zero" eigenvalues
-            nxt = max(abs(float(lam[rank])), np.finfo(np.float64).tiny)
-            gap_ok = float(lam[rank - 1]) / nxt > 1e6
+            nxt = abs(float(lam[rank]))
+            # lam[rank-1] > 1e6·nxt, written without a division that overflows when nxt ≈ 0
+            gap_ok = rank == 0 or float(lam[rank - 1]) > 1e6 * nxt
     if not 1 <= rank <= lam.size:
         raise ValueError(f"rank must be in [1, {lam.size}], got {rank}")
     lam_min = float(lam[rank - 1])
