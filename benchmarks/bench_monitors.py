@@ -24,6 +24,7 @@ metrics alone, the heavy-tail fit of every matrix, the attention monitor and the
 
 from __future__ import annotations
 
+import sys
 import time
 
 import jax
@@ -93,6 +94,11 @@ def _loop(eng: _Engine, state, batches, device_mons, host_mons, start: int):
 
 @benchmark("monitors", "Training-loop overhead of the spectral monitors (device / host) every "
            "10 and 50 steps vs none, and the per-call cost of each monitor")
+def _add(rows: list, row: dict) -> None:
+    rows.append(row)
+    print(f"[monitors] {row}", file=sys.stderr, flush=True)  # progress survives a time limit
+
+
 def run(quick: bool) -> BenchResult:
     import tempfile
 
@@ -112,20 +118,20 @@ def run(quick: bool) -> BenchResult:
 
     rows = []
     state, base, _ = _loop(eng, state, batches, [], [], start=1)
-    rows.append({"variant": "none", "every": "-", "step_ms": base * 1e3, "overhead_%": 0.0,
+    _add(rows, {"variant": "none", "every": "-", "step_ms": base * 1e3, "overhead_%": 0.0,
                  "backlog_s": 0.0})
     for k in cadences:
         state, dt, _ = _loop(eng, state, batches, [spec_mons[k]], [], start=0)
-        rows.append({"variant": "device spectral", "every": k, "step_ms": dt * 1e3,
+        _add(rows, {"variant": "device spectral", "every": k, "step_ms": dt * 1e3,
                      "overhead_%": 100 * (dt / base - 1), "backlog_s": 0.0})
     for k in cadences:
         hm = HostSpectralMonitor(every=k, workers=2 if quick else 8)
         state, dt, backlog = _loop(eng, state, batches, [], [hm], start=0)
-        rows.append({"variant": "host spectral (t, t+1; ΔΣ)", "every": k, "step_ms": dt * 1e3,
+        _add(rows, {"variant": "host spectral (t, t+1; ΔΣ)", "every": k, "step_ms": dt * 1e3,
                      "overhead_%": 100 * (dt / base - 1), "backlog_s": backlog})
     # re-time the baseline last (drift check)
     state, base2, _ = _loop(eng, state, batches, [], [], start=1)
-    rows.append({"variant": "none (again)", "every": "-", "step_ms": base2 * 1e3,
+    _add(rows, {"variant": "none (again)", "every": "-", "step_ms": base2 * 1e3,
                  "overhead_%": 100 * (base2 / base - 1), "backlog_s": 0.0})
 
     params = state.params
@@ -143,7 +149,7 @@ def run(quick: bool) -> BenchResult:
     ]
     for name, fn, args in per_call:
         t = time_fn(fn, *args, **reps)
-        rows.append({"variant": name, "every": "per call", "step_ms": t * 1e3,
+        _add(rows, {"variant": name, "every": "per call", "step_ms": t * 1e3,
                      "overhead_%": "", "backlog_s": ""})
     size = "quick: gpt-tiny, B=8, T=32" if quick else "gpt2-small, B=16, T=1024"
     notes = (f"{size}; {n_steps} steps per variant; step_ms = loop wall time / steps (compile "

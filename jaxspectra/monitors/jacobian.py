@@ -22,6 +22,7 @@ norm is always recorded beside the bound, never the bound alone
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -97,10 +98,23 @@ def model_block_maps(module: Any, params: Any, n_layers: int) -> list[Callable]:
     return [lambda h, i=i: module.apply(params, h, i, method="block") for i in range(n_layers)]
 
 
+def jvp_safe(module: Any) -> Any:
+    """The model with its attention on the XLA path when it is configured otherwise.
+
+    cuDNN's fused attention is a ``custom_vjp`` function: it has no forward-mode rule, so the
+    ``jax.jvp`` of a block fails on a GPU. The probe is small, so XLA attention costs little.
+    """
+    cfg = getattr(module, "config", None)
+    if cfg is not None and getattr(cfg, "attention_impl", "xla") != "xla":
+        return module.clone(config=dataclasses.replace(cfg, attention_impl="xla"))
+    return module
+
+
 def jacobian_metrics(module: Any, params: Any, tokens: jax.Array, n_layers: int,
                      iters: int = 30, early_layers: int | None = None,
                      key: jax.Array | None = None) -> dict[str, jax.Array]:
     """The monitor's metrics (module docstring) for token probe ``tokens`` [B, T]."""
+    module = jvp_safe(module)
     h0 = module.apply(params, tokens, method="embed")
     st = chain_jacobian_stats(model_block_maps(module, params, n_layers), h0, iters, key)
     out = {f"jacobian/block_{i}/norm": st["norms"][i] for i in range(n_layers)}

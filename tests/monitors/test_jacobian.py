@@ -82,3 +82,15 @@ def test_block_jacobians_vs_jacfwd():
             sr.append((s**2).sum() / s[0] ** 2)
     assert float(m["jacobian/early_srank_geomean"]) == pytest.approx(
         np.exp(np.mean(np.log(sr))), rel=2e-2)
+
+
+def test_jvp_safe_switches_attention_to_xla():
+    """cuDNN attention has no jvp rule: the Jacobian monitor must probe through XLA attention."""
+    from jaxspectra.models import get_model
+    from jaxspectra.monitors.jacobian import jvp_safe
+
+    module, cfg = get_model("gpt-tiny", attention_impl="cudnn")
+    safe = jvp_safe(module)
+    assert safe.config.attention_impl == "xla" and module.config.attention_impl == "cudnn"
+    xla_module, _ = get_model("gpt-tiny", attention_impl="xla")
+    assert jvp_safe(xla_module) is xla_module
