@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from jaxspectra.models.config import EncoderConfig
 from jaxspectra.models.gpt import check_tokens
-from jaxspectra.models.layers import block_class, make_norm, resolve_dtype
+from jaxspectra.models.layers import block_class, make_norm, resolve_dtype, run_blocks, with_aux
 
 
 class CLSEncoder(nn.Module):
@@ -65,25 +65,10 @@ class CLSEncoder(nn.Module):
 
     def __call__(self, tokens, return_attention: bool = False, return_hidden: bool = False):
         h = self.embed(tokens)
-        hidden, attn = [], []
-        for blk in self.blocks:
-            if return_hidden:
-                hidden.append(h)
-            h, p = blk(h, None, return_attention)
-            if return_attention:
-                attn.append(p)
-        if return_hidden:
-            hidden.append(h)
+        h, hidden, attn = run_blocks(self.blocks, h, None, return_attention, return_hidden)
         cls = h[:, 0]
         if self.config.prenorm:
             cls = self.ln_f(cls)
         logits = self.head(cls)
         logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
-        if not (return_attention or return_hidden):
-            return logits
-        aux = {}
-        if return_attention:
-            aux["attention"] = attn
-        if return_hidden:
-            aux["hidden"] = hidden
-        return logits, aux
+        return with_aux(logits, hidden, attn, return_attention, return_hidden)

@@ -32,7 +32,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxspectra.models.config import GPTConfig
-from jaxspectra.models.layers import block_class, make_norm, resolve_dtype, rope_tables
+from jaxspectra.models.layers import (
+    block_class,
+    make_norm,
+    resolve_dtype,
+    rope_tables,
+    run_blocks,
+    with_aux,
+)
 
 
 def check_tokens(tokens: jax.Array, max_len: int | None, what: str = "tokens") -> None:
@@ -127,21 +134,6 @@ class GPT(nn.Module):
     def __call__(self, tokens, return_attention: bool = False, return_hidden: bool = False):
         h = self.embed(tokens)
         rope = self._rope(tokens.shape[1])
-        hidden, attn = [], []
-        for blk in self.blocks:
-            if return_hidden:
-                hidden.append(h)
-            h, p = blk(h, rope, return_attention)
-            if return_attention:
-                attn.append(p)
-        if return_hidden:
-            hidden.append(h)
+        h, hidden, attn = run_blocks(self.blocks, h, rope, return_attention, return_hidden)
         logits = self.unembed(h)
-        if not (return_attention or return_hidden):
-            return logits
-        aux = {}
-        if return_attention:
-            aux["attention"] = attn
-        if return_hidden:
-            aux["hidden"] = hidden
-        return logits, aux
+        return with_aux(logits, hidden, attn, return_attention, return_hidden)

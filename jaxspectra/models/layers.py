@@ -416,3 +416,31 @@ class Block(nn.Module):
 def block_class(cfg: Any):
     """:class:`Block`, wrapped in ``nn.remat`` when ``cfg.remat`` (``return_probs`` static)."""
     return nn.remat(Block, static_argnums=(3,)) if getattr(cfg, "remat", False) else Block
+
+
+def run_blocks(blocks, h, rope, return_attention: bool, return_hidden: bool):
+    """Apply ``blocks`` in order; returns ``(h, hidden, attention)`` where ``hidden`` holds the
+    residual stream before each block and after the last (when asked) and ``attention`` each
+    block's probabilities (when asked). Shared by every model's ``__call__``."""
+    hidden, attn = [], []
+    for blk in blocks:
+        if return_hidden:
+            hidden.append(h)
+        h, p = blk(h, rope, return_attention)
+        if return_attention:
+            attn.append(p)
+    if return_hidden:
+        hidden.append(h)
+    return h, hidden, attn
+
+
+def with_aux(logits, hidden, attn, return_attention: bool, return_hidden: bool):
+    """``logits`` alone, or ``(logits, aux)`` with ``aux["attention"]`` / ``aux["hidden"]``."""
+    if not (return_attention or return_hidden):
+        return logits
+    aux = {}
+    if return_attention:
+        aux["attention"] = attn
+    if return_hidden:
+        aux["hidden"] = hidden
+    return logits, aux

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxspectra.models.config import ViTConfig
-from jaxspectra.models.layers import block_class, make_norm, resolve_dtype
+from jaxspectra.models.layers import block_class, make_norm, resolve_dtype, run_blocks, with_aux
 
 
 def patchify(images: jax.Array, patch: int) -> jax.Array:
@@ -88,22 +88,7 @@ class ViT(nn.Module):
 
     def __call__(self, images, return_attention: bool = False, return_hidden: bool = False):
         h = self.embed(images)
-        hidden, attn = [], []
-        for blk in self.blocks:
-            if return_hidden:
-                hidden.append(h)
-            h, p = blk(h, None, return_attention)
-            if return_attention:
-                attn.append(p)
-        if return_hidden:
-            hidden.append(h)
+        h, hidden, attn = run_blocks(self.blocks, h, None, return_attention, return_hidden)
         logits = self.head(self.ln_f(h[:, 0]))
         logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
-        if not (return_attention or return_hidden):
-            return logits
-        aux = {}
-        if return_attention:
-            aux["attention"] = attn
-        if return_hidden:
-            aux["hidden"] = hidden
-        return logits, aux
+        return with_aux(logits, hidden, attn, return_attention, return_hidden)
