@@ -41,3 +41,22 @@ def test_harness_time_and_write(tmp_path):
 def test_bad_override_is_a_clean_error():
     with pytest.raises(SystemExit, match="softmax_fig1"):
         cli.main(["reproduce", "softmax_fig1", "--set", "no_such_field=1"])
+
+
+def test_every_benchmark_module_registers():
+    """Each benchmarks/bench_*.py registers its benchmarks under the names the docs cite."""
+    from benchmarks import run as bench_run
+
+    bench_run.discover()
+    expected = {"hessian_hp", "sign_methods", "sign_amortised", "msign_cost", "manifold_muon",
+                "train_step", "monitors"}
+    assert expected <= set(harness.REGISTRY)
+    for name, (description, fn) in harness.REGISTRY.items():
+        assert description and callable(fn) and fn.__name__ != "_add", name
+
+
+def test_bench_unknown_name_is_an_error(capsys):
+    from benchmarks import run as bench_run
+
+    assert bench_run.main(["no_such_benchmark"], out="/dev/null") == 2
+    assert "unknown benchmark" in capsys.readouterr().err
