@@ -11,7 +11,10 @@ import pathlib
 
 import pytest
 
-NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+# notebooks with a jupytext pair (``<name>.py``) are run, with their outputs asserted, by their own
+# tests under tests/notebooks/ (tests/notebooks/_nbrun.py); this file runs the unpaired ones
+NOTEBOOKS = sorted(p for p in (pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob(
+    "*.ipynb") if not p.with_suffix(".py").exists())
 
 
 @pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks in notebooks/")
