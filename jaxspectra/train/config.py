@@ -10,7 +10,7 @@ A config file has one table per section (every key optional; defaults below)::
                    lr_multipliers, [optim.options], [optim.schedule_options], [optim.msign]
     [train]        steps, grad_accum, eval_every, log_every, sharding, fsdp_min_size, peak_tflops,
                    progress, stop_on_nonfinite
-    [checkpoint]   every, keep, async_save, dir, resume
+    [checkpoint]   every, keep, async_save, dir, resume, allow_changes
     [instability]  thresholds of :mod:`jaxspectra.train.instability`
     [sweep]        seeds, [sweep.axes] ("section.key" = [values, ...])
     [monitors]     spectral_every, [monitors.<name>] tables of
@@ -124,6 +124,9 @@ class CheckpointSection:
     async_save: bool = True
     dir: str = ""  # "" = <run.dir>/checkpoints
     resume: bool = True  # resume from the latest checkpoint when one exists
+    # config keys ("section.key", or "section" for a whole section) a resume may change; any
+    # other difference from the checkpoint's config is refused, naming the keys
+    allow_changes: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
