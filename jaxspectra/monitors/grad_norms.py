@@ -5,9 +5,9 @@
 * :func:`grad_norm_monitor` — identity optax transformation recording them into its state every
   step (cheap: one reduction per leaf); put it first in the chain to see the raw gradients
   (``optax.tree.get(state, "norms")``).
-* :class:`GradNormMonitor` — a :class:`~jaxspectra.monitors.base.DeviceMonitor` for the trainer
-  (whose monitors see params and batch, not the step's gradients): it differentiates
-  ``loss_fn(params, inputs, targets, rng)`` once more on its steps (an extra backward pass).
+* :class:`GradNormMonitor` — an in-step hook for the trainer: it reads the step's own gradients
+  (the trainer hands in-step hooks the gradients and updates of their step), so it costs one
+  reduction per leaf and no extra backward pass.
 
 Example:
   >>> import jax.numpy as jnp
@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -67,18 +66,20 @@ def grad_norm_monitor() -> optax.GradientTransformation:
 
 
 class GradNormMonitor:
-    """DeviceMonitor: :func:`grad_norm_metrics` of ∇ ``loss_fn(params, inputs, targets, rng)``
-    on the step's batch (``rng`` = ``PRNGKey(0)``: deterministic, dropout included if any)."""
+    """In-step hook (:class:`jaxspectra.train.step.StepHook`): :func:`grad_norm_metrics` of the
+    step's own gradients (``ctx.grads``, before clipping) on every ``every``-th step — no second
+    backward pass."""
 
-    def __init__(self, loss_fn: Callable, every: int = 10, name: str = "grad_norms"):
+    def __init__(self, every: int = 10, name: str = "grad_norms"):
         if every < 1:
             raise ValueError(f"every must be ≥ 1, got {every}")
-        self.loss_fn, self.every, self.name = loss_fn, every, name
+        self.every, self.name = every, name
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
 
     def init(self, params: Any) -> Any:
         return ()
 
-    def __call__(self, params: Any, batch: Any, state: Any):
-        inputs, targets = batch
-        g = jax.grad(self.loss_fn)(params, inputs, targets, jax.random.PRNGKey(0))
-        return grad_norm_metrics(g), state
+    def __call__(self, ctx: Any, state: Any):
+        return grad_norm_metrics(ctx.grads), state

@@ -15,7 +15,7 @@ Unknown names or options raise a ``ValueError`` that lists the known ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from jaxspectra.monitors.attention import AttentionMonitor
@@ -34,14 +34,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def build_monitors(spec: Mapping[str, Mapping[str, Any]], *, module: Any = None,
-                   n_layers: int | None = None, loss_fn: Callable | None = None,
+                   n_layers: int | None = None,
                    probe_tokens: Any = None) -> tuple[list[Any], list[Any]]:
     """Device and host monitors from ``spec`` (module docstring).
 
     Args:
       module: the Flax model (attention, Jacobian monitors).
       n_layers: its number of blocks (Jacobian monitor).
-      loss_fn: ``loss_fn(params, inputs, targets, rng)`` (gradient-norm monitor).
       probe_tokens: ``[B, T]`` int tokens for the attention / Jacobian probes.
     """
     device: list[Any] = []
@@ -56,9 +55,9 @@ def build_monitors(spec: Mapping[str, Mapping[str, Any]], *, module: Any = None,
         o = {**OPTIONS[name], **opts}
         needs = {"attention": ("module", "probe_tokens"), "jacobian": ("module", "probe_tokens",
                                                                         "n_layers"),
-                 "grad_norms": ("loss_fn",)}.get(name, ())
+                 }.get(name, ())
         given = {"module": module, "probe_tokens": probe_tokens, "n_layers": n_layers,
-                 "loss_fn": loss_fn}
+                 }
         missing = [k for k in needs if given[k] is None]
         if missing:
             raise ValueError(f"monitors.{name} needs {missing} (pass them to build_monitors)")
@@ -81,5 +80,5 @@ def build_monitors(spec: Mapping[str, Mapping[str, Any]], *, module: Any = None,
             device.append(JacobianMonitor(module, probe_tokens[: o["probe_batch"]], n_layers,
                                           o["every"], o["iters"], o["early_layers"]))
         else:
-            device.append(GradNormMonitor(loss_fn, o["every"]))
+            device.append(GradNormMonitor(o["every"]))
     return device, host

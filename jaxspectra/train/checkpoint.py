@@ -3,24 +3,30 @@
 A checkpoint at step ``t`` holds two items:
 
 * ``state`` — the :class:`~jaxspectra.train.state.TrainState` after ``t`` updates (params,
-  optimiser state, step, base RNG key), saved with ``StandardSave`` and restored onto the
-  run's shardings;
+  optimiser state with its hyper-parameters, step, base RNG key), restored onto the run's
+  shardings;
 * ``meta`` — JSON: ``step``, ``data_position`` (the next batch index; batches are a pure function
   of (seed, step)), ``seed`` and the full config.
 
 Crash safety is orbax's: a step is written into a temporary directory and renamed into place
 only when complete, so a process killed mid-save leaves the previous checkpoints untouched and
-the half-written one invisible to :meth:`Checkpointer.latest_step` (the next manager cleans it up).
+the half-written one invisible to :meth:`Checkpointer.latest_step`. A checkpoint damaged after
+it was written (a truncated file, deleted metadata) is caught by
+:meth:`Checkpointer.restore_readable`: it reports the damaged step in one line and restores the
+newest readable one before it.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from jaxspectra.train.config import ConfigError
 from jaxspectra.train.state import TrainState
 
 
@@ -29,8 +35,17 @@ def _to_tree(state: TrainState) -> dict[str, Any]:
             "rng": state.rng}
 
 
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+
+
+class UnreadableCheckpoint(ConfigError):
+    """No checkpoint of a directory could be read (reported like a config problem: one line)."""
+
+
 class Checkpointer:
-    """Thin wrapper: ``save(step, state, meta)``, ``restore(step, abstract_state)``, ``close()``."""
+    """``save(step, state, meta)``, ``restore(step, abstract_state)``, ``restore_readable``."""
 
     def __init__(self, directory: str | Path, keep: int = 2, async_save: bool = True):
         self.directory = Path(directory).absolute()
@@ -49,7 +64,7 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self.manager.all_steps())
+        return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: TrainState, meta: dict[str, Any]) -> bool:
         return self.manager.save(
@@ -58,6 +73,11 @@ class Checkpointer:
                 state=ocp.args.StandardSave(_to_tree(state)), meta=ocp.args.JsonSave(meta)
             ),
         )
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        """The ``meta`` item of ``step`` alone."""
+        out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(out["meta"])
 
     def restore(self, step: int | None, abstract_state: TrainState) -> tuple[TrainState, dict]:
         """Restore ``step`` (latest when ``None``) onto ``abstract_state``'s shapes/shardings."""
@@ -78,9 +98,63 @@ class Checkpointer:
         state = TrainState(t["step"], t["params"], t["opt_state"], t["rng"])
         return state, dict(out["meta"])
 
+    def restore_readable(
+        self, abstract_state: TrainState, check_meta: Callable[[dict], None] | None = None,
+        report: Callable[[str], None] = print,
+    ) -> tuple[TrainState, dict] | None:
+        """The newest checkpoint that reads back whole (``None`` when there is none at all).
+
+        ``check_meta(meta)`` runs on each candidate's metadata before its arrays are read (the
+        trainer's config comparison); what it raises propagates. A damaged checkpoint is reported
+        through ``report`` in one line and the previous one is tried.
+
+        Raises:
+          UnreadableCheckpoint: checkpoints exist but none reads back.
+        """
+        steps = self.all_steps()
+        problems = []
+        for step in reversed(steps):
+            try:
+                meta = self.read_meta(step)
+            except Exception as e:  # noqa: BLE001 - any damage means "try the previous one"
+                problems.append(f"step {step}: {_short(e)}")
+                report(f"jaxspectra: checkpoint step {step} in {self.directory} is unreadable "
+                       f"({_short(e)}); trying the previous one")
+                continue
+            if check_meta is not None:
+                check_meta(meta)
+            try:
+                with _quiet_orbax():
+                    state, meta = self.restore(step, abstract_state)
+                jax.block_until_ready(state)
+                return state, meta
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"step {step}: {_short(e)}")
+                report(f"jaxspectra: checkpoint step {step} in {self.directory} is unreadable "
+                       f"({_short(e)}); trying the previous one")
+        if steps:
+            raise UnreadableCheckpoint(
+                f"no readable checkpoint in {self.directory} ({'; '.join(problems)}); move the "
+                "directory away to start afresh, or set checkpoint.resume=false")
+        return None
+
     def wait_until_finished(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+class _quiet_orbax:
+    """Silence orbax / absl error logs while a damaged checkpoint is tried (we report it)."""
+
+    def __enter__(self):
+        self._levels = {n: logging.getLogger(n).level for n in ("absl", "orbax")}
+        for n in self._levels:
+            logging.getLogger(n).setLevel(logging.CRITICAL)
+
+    def __exit__(self, *exc):
+        for n, lvl in self._levels.items():
+            logging.getLogger(n).setLevel(lvl)
+        return False

@@ -138,6 +138,9 @@ class InstabilitySection:
     degrade_delta: float = 0.5  # nats above the best loss = "degraded"
     recover_delta: float = 0.2  # must come back within this many nats of the best
     early_fraction: float = 1.0  # non-finite before this fraction of steps = early termination
+    diverge_delta: float = 1.0  # train loss (final-window mean) above the step-0 loss, nats
+    explode_factor: float = 100.0  # gradient norm above this × its running median = explosion
+    explode_after: int = 10  # steps of history before the explosion criterion applies
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,19 @@ the planned number of steps; thresholds are :class:`jaxspectra.train.config.Inst
 4. **Early termination** — a non-finite training or evaluation loss at a step
    ``≤ early_fraction·T`` (default 1.0: any non-finite loss before the planned end).
 
+The training curve from step 0 (paper 004 has no such criteria; they close the gap through which
+a run that never learned — ``learning_rate = 1e3``: loss 4.2 → 1.5e7 — was called stable, since
+criteria 1–3 compare evaluations only with each other):
+
+5. **Training divergence** — the mean training loss over the final ``drift_window`` fraction of
+   the recorded steps exceeds the step-0 loss (the loss at initialisation) by ``diverge_delta``
+   (default 1.0 nat). The step-0 loss also joins the evaluation curve as its first point (when
+   the curve has none at step 0), so criteria 1–3 measure against the initial loss too.
+6. **Gradient explosion** — a gradient norm above ``explode_factor`` (default 100) × the median
+   of all earlier gradient norms, after ``explode_after`` (default 10) steps of history; a
+   non-finite gradient norm counts. Normal training moves the gradient norm by ≲ 10× over a
+   run (warm-up transients included), so 100× is an explosion, not a fluctuation.
+
 "Small fluctuations within the stable trajectory of converged runs are not treated as unstable"
 (paper 004): each threshold is far above evaluation noise. The trainer stops a run at its first
 non-finite loss and keeps its last good checkpoint (:mod:`jaxspectra.train.loop`).
@@ -35,6 +48,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -42,7 +56,8 @@ from typing import Any
 
 from jaxspectra.train.config import InstabilitySection
 
-CRITERIA = ("hard_spike", "persistent_drift", "failure_to_recover", "early_nonfinite")
+CRITERIA = ("hard_spike", "persistent_drift", "failure_to_recover", "early_nonfinite",
+            "train_divergence", "grad_explosion")
 
 
 def _finite(x: float) -> bool:
@@ -59,6 +74,8 @@ def assess(
     total_steps: int,
     th: InstabilitySection | None = None,
     nonfinite_step: int | None = None,
+    train: tuple[Sequence[int], Sequence[float]] | None = None,
+    grad_norms: tuple[Sequence[int], Sequence[float]] | None = None,
 ) -> dict[str, Any]:
     """The verdict: ``{"unstable", "criteria": {name: {triggered, step, detail}}, "thresholds"}``.
 
@@ -67,11 +84,19 @@ def assess(
       total_steps: the planned length of the run ``T``.
       th: thresholds (defaults documented in the module docstring).
       nonfinite_step: the step of a non-finite *training* loss, if the run stopped on one.
+      train: ``(steps, losses)`` of the training curve from step 0 (criterion 5; its step-0
+        loss also opens the evaluation curve).
+      grad_norms: ``(steps, norms)`` of the gradient norms (criterion 6).
     """
     th = th or InstabilitySection()
     steps = [int(s) for s in steps]
     losses = [float(x) for x in losses]
     crit: dict[str, dict[str, Any]] = {}
+    crit["train_divergence"] = _divergence(train, th)
+    crit["grad_explosion"] = _explosion(grad_norms, th)
+    if train is not None and len(train[0]) and int(train[0][0]) == 0 and (
+            not steps or steps[0] > 0) and _finite(float(train[1][0])):
+        steps, losses = [0, *steps], [float(train[1][0]), *losses]
 
     # 4. early non-finite
     bad = [s for s, x in zip(steps, losses) if not _finite(x)]
@@ -139,3 +164,39 @@ def assess(
         "criteria": {name: crit[name] for name in CRITERIA},
         "thresholds": dataclasses.asdict(th),
     }
+
+
+def _divergence(train: tuple[Sequence[int], Sequence[float]] | None,
+                th: InstabilitySection) -> dict[str, Any]:
+    if train is None or not len(train[0]) or int(train[0][0]) != 0:
+        return _crit(False)
+    xs = [float(x) for x in train[1]]
+    k = max(1, math.ceil(th.drift_window * len(xs)))
+    window = xs[-k:]
+    l0 = xs[0]
+    if not _finite(l0):
+        return _crit(False)
+    if any(not _finite(x) for x in window):
+        return _crit(True, int(train[0][-k]), "non-finite training loss in the final window")
+    mean = sum(window) / k
+    hit = mean > l0 + th.diverge_delta
+    return _crit(hit, int(train[0][-k]) if hit else None,
+                 f"final-window mean train loss {mean:.4g} > step-0 loss {l0:.4g} + "
+                 f"{th.diverge_delta}" if hit else "")
+
+
+def _explosion(grad_norms: tuple[Sequence[int], Sequence[float]] | None,
+               th: InstabilitySection) -> dict[str, Any]:
+    if grad_norms is None:
+        return _crit(False)
+    steps, norms = [int(s) for s in grad_norms[0]], [float(x) for x in grad_norms[1]]
+    hist: list[float] = []
+    for s, g in zip(steps, norms):
+        if len(hist) >= th.explode_after:
+            med = hist[len(hist) // 2]  # hist is kept sorted
+            if not _finite(g) or g > th.explode_factor * med:
+                return _crit(True, s, f"gradient norm {g:.4g} > {th.explode_factor} × running "
+                                      f"median {med:.4g}")
+        if _finite(g):
+            bisect.insort(hist, g)
+    return _crit(False)

@@ -151,14 +151,8 @@ def matmul_params(params: Any) -> int:
     return n
 
 
-def flops_per_token(n_matmul: int, n_layers: int | None, d_model: int | None, seq_len: int) -> float:
+def dense_flops_per_token(n_matmul: int, n_layers: int | None, d_model: int | None,
+                          seq_len: int) -> float:
     """Training FLOPs per token: ``6·N + 12·L·T·d`` (attention term 0 when L/d are unknown)."""
     attn = 12 * n_layers * seq_len * d_model if n_layers and d_model else 0
     return float(6 * n_matmul + attn)
-
-
-def mfu(tokens_per_s: float, flops_tok: float, peak_tflops: float, n_devices: int = 1) -> float:
-    """Model-FLOP utilisation against ``peak_tflops`` per device."""
-    if peak_tflops <= 0:
-        return float("nan")
-    return tokens_per_s * flops_tok / (peak_tflops * 1e12 * n_devices)

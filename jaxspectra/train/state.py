@@ -1,14 +1,27 @@
-"""Train state, model construction and the optimiser chain built from the config.
+"""Train state, the model named by ``[model]`` and the optimiser built once from ``[optim]``.
 
-The optimiser is ``clip_by_global_norm → build_optimizer(name, …) → per-leaf LR multipliers``
-with the learning rate ``peak · unit_schedule(step)`` (``unit_schedule = build_schedule(name, 1.0,
-…)``). Every hyper-parameter that a sweep may vary is passed in as an array (``hp``) rather than
-baked in, so a single run and one member of a vmapped sweep trace the same computation.
+**One owner for every hyper-parameter.** The optimiser is built once, as
+``optax.inject_hyperparams`` over the chain::
+
+    clip_by_global_norm(clip_norm) → build_optimizer(name, peak_lr · lr_unit) → μP multipliers
+      → MSign (the one place it joins) → spectral_monitor (optional, last)
+
+``lr_unit`` is the schedule at peak 1 (``build_schedule(optim.schedule, 1.0, …)``), evaluated by
+optax on the state's own count; ``peak_lr``, ``weight_decay``, ``clip_norm`` and swept
+``optim.options.<name>`` are numeric hyper-parameters stored **in the optimiser state**, so a
+single run and each member of a vmapped sweep run the same program with different state values,
+and the learning rate logged is read back from the state: what the update applied.
+
+Paper 004's presets build their own pair of schedules (AdamW and Muon-family LRs in proportion,
+warm-up then cosine): the trainer hands them ``optim.warmup_steps`` and the cosine floor
+(``optim.schedule_options.floor`` × peak) and rejects any other ``optim.schedule`` with a clear
+error instead of ignoring it; the logged ``lr`` is their AdamW learning rate at the step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -16,6 +29,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxspectra import models
+from jaxspectra.optim import registry
+from jaxspectra.optim.module_wise import paper004_schedules
+from jaxspectra.optim.msign import msign as msign_tx
+from jaxspectra.optim.schedules import build_schedule
 from jaxspectra.train.config import ConfigError, ModelSection, OptimSection
 
 
@@ -31,50 +49,26 @@ class TrainState(NamedTuple):
     rng: jax.Array
 
 
-def build_model(cfg: ModelSection, seq_len: int | None = None) -> tuple[Any, Any]:
-    """``get_model(name, dtype=…, param_dtype=…, **options)`` with clear errors (no compute)."""
-    from jaxspectra import models
-
-    get_model = getattr(models, "get_model", None)
-    if get_model is None:  # pragma: no cover - the models package always provides it
-        raise ConfigError("jaxspectra.models.get_model is not available")
+def model_from_section(cfg: ModelSection, seq_len: int | None = None) -> tuple[Any, Any]:
+    """``models.get_model(name, dtype=…, param_dtype=…, **options)`` with clear errors."""
     kwargs = dict(cfg.options)
     kwargs.setdefault("dtype", cfg.dtype)
     kwargs.setdefault("param_dtype", cfg.param_dtype)
     try:
-        module, mcfg = get_model(cfg.name, **kwargs)
+        module, mcfg = models.get_model(cfg.name, **kwargs)
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"[model] name={cfg.name!r} options={cfg.options}: {e}") from e
-    d = _first_attr(mcfg, ("d_model", "n_embd", "dim", "width"))
-    h = _first_attr(mcfg, ("n_heads", "n_head", "num_heads", "heads"))
-    if isinstance(d, int) and isinstance(h, int) and h and d % h:
+    if isinstance(mcfg, models.TransformerConfig) and mcfg.d_model % mcfg.n_heads:
         raise ConfigError(
-            f"[model] {cfg.name!r}: d_model={d} is not divisible by n_heads={h}; "
-            "change model.options.d_model or model.options.n_heads"
-        )
-    max_len = _first_attr(mcfg, ("max_seq_len", "block_size", "max_len", "seq_len"))
-    if seq_len is not None and isinstance(max_len, int) and seq_len > max_len:
+            f"[model] {cfg.name!r}: d_model={mcfg.d_model} is not divisible by n_heads="
+            f"{mcfg.n_heads}; change model.options.d_model or model.options.n_heads")
+    max_len = getattr(mcfg, "max_seq_len", None) if isinstance(
+        mcfg, models.GPTConfig | models.EncoderConfig) else None
+    if seq_len is not None and max_len is not None and seq_len > max_len:
         raise ConfigError(
             f"data.seq_len={seq_len} exceeds the model's maximum sequence length {max_len}; "
-            "lower data.seq_len or raise the model's"
-        )
+            "lower data.seq_len or raise model.options.max_seq_len")
     return module, mcfg
-
-
-def _first_attr(obj: Any, names: tuple[str, ...]) -> Any:
-    for n in names:
-        v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
-        if v is not None:
-            return v
-    return None
-
-
-def model_dims(mcfg: Any) -> dict[str, int | None]:
-    """``n_layers``, ``d_model`` of a model config (``None`` when it does not say)."""
-    return {
-        "n_layers": _first_attr(mcfg, ("n_layers", "n_layer", "num_layers", "depth")),
-        "d_model": _first_attr(mcfg, ("d_model", "n_embd", "dim", "width")),
-    }
 
 
 def init_params(module: Any, rng: jax.Array, seq_len: int) -> Any:
@@ -83,133 +77,158 @@ def init_params(module: Any, rng: jax.Array, seq_len: int) -> Any:
 
 
 def lr_multiplier_tree(mcfg: Any, params: Any) -> Any | None:
-    """The model's per-leaf LR multipliers (μP), or ``None`` if it defines none / all are 1."""
-    from jaxspectra import models
-
-    fn = getattr(models, "lr_multipliers", None)
-    if fn is None:
-        return None
-    mults = fn(mcfg, params)
-    if mults is None or all(float(m) == 1.0 for m in jax.tree.leaves(mults)):
+    """The model's per-leaf LR multipliers (μP), or ``None`` when all are 1."""
+    mults = models.lr_multipliers(mcfg, params)
+    if all(float(m) == 1.0 for m in jax.tree.leaves(mults)):
         return None
     return mults
 
 
 def scale_by_tree(mults: Any) -> optax.GradientTransformation:
-    """Multiply each update leaf by a fixed per-leaf factor."""
-
-    def init(params):
-        del params
-        return optax.EmptyState()
+    """Multiply each update leaf by a fixed per-leaf factor (μP learning-rate multipliers)."""
 
     def update(updates, state, params=None):
         del params
         return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, mults), state
 
-    return optax.GradientTransformation(init, update)
+    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
-# hyper-parameters that may be swept (besides seeds and keys under optim.options / model.options)
+# hyper-parameters a sweep may vary (besides seeds, optim.options.<name> and model init fields)
 SWEEPABLE_OPTIM = ("optim.learning_rate", "optim.weight_decay", "optim.clip_norm")
 
 
-def base_hparams(cfg: OptimSection) -> dict[str, float]:
-    """The hp dict of a single run (what a sweep varies per member)."""
-    hp = {"optim.learning_rate": cfg.learning_rate}
+def is_paper004(name: str) -> bool:
+    """Paper 004's presets build their own schedules from a float AdamW peak."""
+    return name in registry.PAPER004
+
+
+def hyperparams(cfg: OptimSection, swept: dict[str, float] | None = None) -> dict[str, float]:
+    """The numeric hyper-parameters kept in the optimiser state (dotted config names)."""
+    hp: dict[str, float] = {}
+    if not is_paper004(cfg.name):
+        hp["optim.learning_rate"] = cfg.learning_rate
     if cfg.weight_decay >= 0:
         hp["optim.weight_decay"] = cfg.weight_decay
+    if cfg.clip_norm > 0:
+        hp["optim.clip_norm"] = cfg.clip_norm
+    hp.update(swept or {})
     return hp
 
 
-def _own_schedule(name: str) -> bool:
-    """Paper 004's presets build their own schedules from a float AdamW peak."""
-    from jaxspectra.optim import registry
-
-    return name in getattr(registry, "PAPER004", ())
+def _hp_name(key: str) -> str:  # optax hyper-parameter names must be identifiers
+    return key.replace(".", "__")
 
 
-def make_tx_factory(
-    cfg: OptimSection, total_steps: int, params: Any, mults: Any | None,
-    spectral_every: int = 0,
-) -> tuple[Callable[[dict], optax.GradientTransformation], Callable[[dict, Any], Any]]:
-    """``(make_tx(hp), lr_fn(hp, step))``; ``hp`` maps dotted names to (traced) scalars.
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """The run's optimiser: ``tx`` (built once) and ``lr(opt_state, step)``, the LR it applied."""
 
-    Chain: ``clip_by_global_norm → build_optimizer(name) → LR multipliers → MSign
-    [→ spectral_monitor(spectral_every)]``. MSign comes after the optimiser (it restores the norm
-    of ``W + u``, so it must see the final update); the optional spectral monitor (an identity)
-    is the very last link, so its ΔΣ is between W_t and the W_{t+1} actually applied. Paper 004's
-    presets get ``learning_rate`` as a float (they build their own schedules; ``optim.schedule``
-    is ignored and the logged ``lr`` is that peak).
-    """
-    from jaxspectra.optim import registry
-    from jaxspectra.optim.schedules import build_schedule
+    tx: optax.GradientTransformation
+    lr: Callable[[Any, Any], jax.Array]
+    hp_keys: tuple[str, ...]
 
-    own = _own_schedule(cfg.name)
-    manifold = cfg.name in getattr(registry, "MANIFOLD_PRESETS", ())
-    use_mults = mults is not None and cfg.lr_multipliers
-    if use_mults and manifold:
+    def set_hyperparams(self, opt_state: Any, values: dict[str, Any]) -> Any:
+        """``opt_state`` with the stored hyper-parameters replaced (a resume with a new LR)."""
+        if not self.hp_keys:
+            return opt_state
+        hp = dict(opt_state.hyperparams)
+        for k, v in values.items():
+            if k in self.hp_keys:
+                hp[_hp_name(k)] = jnp.asarray(v, hp[_hp_name(k)].dtype)
+        return opt_state._replace(hyperparams=hp)
+
+
+def build_optimizer(
+    cfg: OptimSection, total_steps: int, params: Any, mults: Any | None = None,
+    spectral_every: int = 0, swept: dict[str, float] | None = None,
+) -> Optimizer:
+    """The chain of the module docstring; ``swept`` adds numeric ``optim.options.<name>``."""
+    manifold = cfg.name in registry.MANIFOLD_PRESETS
+    mults = mults if cfg.lr_multipliers else None
+    if mults is not None and manifold:
         raise ConfigError(
             f"optimizer {cfg.name!r} keeps weights on a manifold; per-leaf LR multipliers would "
-            "push them off it. Set optim.lr_multipliers=false (or use a non-μP model)."
-        )
-    unit = None if own else build_schedule(cfg.schedule, 1.0, total_steps, cfg.warmup_steps,
-                                           **cfg.schedule_options)
+            "push them off it. Set optim.lr_multipliers=false (or use a non-μP model).")
+    hp = hyperparams(cfg, swept)
+    if is_paper004(cfg.name):
+        base_lr, lr_of, extra = _paper004_lr(cfg, total_steps)
+    else:
+        extra = {}
+        unit = build_schedule(cfg.schedule, 1.0, total_steps, cfg.warmup_steps,
+                              **cfg.schedule_options)
+        base_lr = None
 
-    def lr_fn(hp, step):
-        if own:
-            return jnp.asarray(cfg.learning_rate, jnp.float32)
-        return hp["optim.learning_rate"] * unit(step)
-
-    def make_tx(hp):
-        opts = dict(cfg.options)
-        for k, v in hp.items():
-            if k.startswith("optim.options."):
-                opts[k[len("optim.options.") :]] = v
-        if "optim.weight_decay" in hp:
-            opts["weight_decay"] = hp["optim.weight_decay"]
-        lr = cfg.learning_rate if own else (lambda step: lr_fn(hp, step))
-        msign = dict(cfg.msign) or None
-        tx = registry.build_optimizer(
-            cfg.name, lr, params=params, total_steps=total_steps,
-            msign=None if use_mults else msign, **opts,
-        )
-        clip = hp.get("optim.clip_norm", cfg.clip_norm)
-        parts = []
-        if "optim.clip_norm" in hp or cfg.clip_norm > 0:
-            parts.append(optax.clip_by_global_norm(clip))
-        parts.append(tx)
-        if use_mults:
+    def chain(**h: Any) -> optax.GradientTransformation:
+        h = {k.replace("__", "."): v for k, v in h.items()}
+        opts = {**cfg.options, **extra}
+        opts.update({k[len("optim.options."):]: v for k, v in h.items()
+                     if k.startswith("optim.options.")})
+        if "optim.weight_decay" in h:
+            opts["weight_decay"] = h["optim.weight_decay"]
+        lr = base_lr if base_lr is not None else h["optim.learning_rate"] * h["lr_unit"]
+        parts = [optax.clip_by_global_norm(h["optim.clip_norm"])] if "optim.clip_norm" in h \
+            else []
+        parts.append(registry.build_optimizer(cfg.name, lr, params=params,
+                                              total_steps=total_steps, **opts))
+        if mults is not None:
             parts.append(scale_by_tree(mults))
-            if msign:
-                from jaxspectra.optim.msign import msign as msign_tx
-
-                parts.append(msign_tx(**msign))
+        if cfg.msign:
+            parts.append(msign_tx(**cfg.msign))
         if spectral_every > 0:
             from jaxspectra.monitors.spectral import spectral_monitor
 
             parts.append(spectral_monitor(spectral_every))
         return optax.chain(*parts)
 
-    return make_tx, lr_fn
+    inject = {_hp_name(k): float(v) for k, v in hp.items()}
+    if base_lr is None:
+        inject["lr_unit"] = unit
+    # optax binds the factory's signature: name each hyper-parameter in it
+    chain.__signature__ = inspect.Signature(
+        [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in inject])
+    tx = optax.inject_hyperparams(chain, hyperparam_dtype=jnp.float32)(**inject)
+    if base_lr is None:
+        def lr_of(opt_state, step):
+            del step
+            h = opt_state.hyperparams
+            return h[_hp_name("optim.learning_rate")] * h["lr_unit"]
+    return Optimizer(tx, lr_of, tuple(hp))
 
 
-def validate_optimizer(
-    cfg: OptimSection, total_steps: int, abstract_params: Any, mults: Any | None = None
-) -> None:
+def _paper004_lr(cfg: OptimSection, total_steps: int) -> tuple[float, Callable, dict]:
+    if cfg.schedule != "cosine":
+        raise ConfigError(
+            f"optimizer {cfg.name!r} follows paper 004's schedule (linear warm-up, then cosine "
+            f"to a floor; the Muon-family LR in proportion), not optim.schedule="
+            f"{cfg.schedule!r}: set optim.schedule='cosine', optim.warmup_steps and "
+            "optim.schedule_options.floor (the paper: 0.1)")
+    for k in ("warmup_steps", "adamw_peak", "adamw_floor"):
+        if k in cfg.options:
+            raise ConfigError(
+                f"optim.options.{k} duplicates the trainer's own setting; use optim.warmup_steps,"
+                " optim.learning_rate and optim.schedule_options.floor")
+    bad = set(cfg.schedule_options) - {"floor"}
+    if bad:
+        raise ConfigError(f"optimizer {cfg.name!r} takes only schedule_options.floor, got "
+                          f"{sorted(bad)}")
+    floor = float(cfg.schedule_options.get("floor", 0.1))
+    peak = float(cfg.learning_rate)
+    kw = {"warmup_steps": cfg.warmup_steps, "adamw_peak": peak, "adamw_floor": floor * peak}
+    lr_adamw, _ = paper004_schedules(total_steps, **kw,
+                                     muon_peak=float(cfg.options.get("muon_peak", 0.02)))
+    # the registry passes learning_rate on as adamw_peak; the rest rides in the options
+    extra = {"warmup_steps": cfg.warmup_steps, "adamw_floor": floor * peak}
+    return peak, (lambda opt_state, step: lr_adamw(step)), extra
+
+
+def validate_optimizer(cfg: OptimSection, total_steps: int, abstract_params: Any,
+                       mults: Any | None = None) -> None:
     """Build the optimiser on abstract params (no compute) to surface bad names/options early."""
     try:
-        make_tx, _ = make_tx_factory(cfg, total_steps, abstract_params, mults)
-        tx = make_tx({k: jnp.float32(v) for k, v in base_hparams(cfg).items()})
-        jax.eval_shape(tx.init, abstract_params)
+        opt = build_optimizer(cfg, total_steps, abstract_params, mults)
+        jax.eval_shape(opt.tx.init, abstract_params)
     except ConfigError:
         raise
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"[optim] name={cfg.name!r} options={cfg.options}: {e}") from e
-
-
-def hp_arrays(hp: dict[str, float], dtype=jnp.float32) -> dict[str, jax.Array]:
-    return {k: jnp.asarray(v, dtype) for k, v in hp.items()}
-
-
-def replace(obj, **kw):
-    return dataclasses.replace(obj, **kw)

@@ -5,8 +5,9 @@ base config in its seed (init, data order and dropout keys, exactly as a single 
 ``run.seed``) and/or in *shape-preserving* hyper-parameters:
 
 * ``optim.learning_rate``, ``optim.weight_decay``, ``optim.clip_norm`` and numeric
-  ``optim.options.<name>`` — passed to the step as per-member arrays (the optimiser is built
-  inside the vmapped step, so it must not branch in Python on them: that is reported clearly);
+  ``optim.options.<name>`` — hyper-parameters stored in each member's optimiser state
+  (``optax.inject_hyperparams``, :mod:`jaxspectra.train.state`), so the optimiser must not branch
+  in Python on them: that is reported clearly;
 * ``model.options.<field>`` whose name mentions ``init``/``std``/``sigma`` (initialisation only:
   each member is initialised on its own, then the params are stacked).
 
@@ -15,8 +16,12 @@ and a hyper-parameter that drives a ``lax.cond`` (``optim.msign.*``, e.g. the MS
 ``vmap`` a ``cond`` on a batched predicate becomes a ``select`` that runs both branches every
 step, so the sweep would pay the MSign cost on every step) — run one sweep per value instead.
 
-Each member gets ``<run.dir>/member_<i>/metrics.jsonl`` and its own verdict; ``summary.json`` in
-``run.dir`` lists the members. A member whose loss turns non-finite is reported as such while
+A sweep is the training loop (:func:`jaxspectra.train.loop.run_loop`) over a vmapped
+:class:`~jaxspectra.train.engine.Engine`, with the same hooks (metrics, eval, progress, signals,
+non-finite stop). Each member gets ``<run.dir>/member_<i>/metrics.jsonl`` and
+``member_<i>/summary.json`` with its own verdict; ``sweep_summary.json`` and ``sweep_config.toml``
+in ``run.dir`` list the members (a single run's ``summary.json`` / ``config.toml`` in the same
+directory are left alone). A member whose loss turns non-finite is reported as such while
 the others continue (members are independent under ``vmap``). Sweeps write no checkpoints and
 run no monitors: a ``[monitors]`` section (e.g. of a shared config) is ignored, with a note.
 """
@@ -26,35 +31,44 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxspectra.train import sharding as shd
+from jaxspectra.train.builtin_hooks import (
+    Evaluate,
+    History,
+    MetricsLog,
+    Progress,
+    StopOnNonFinite,
+    StopOnSignal,
+    Throughput,
+)
 from jaxspectra.train.config import (
     Config,
     ConfigError,
     MonitorsSection,
     apply_overrides,
+    dump_toml,
     to_dict,
 )
-from jaxspectra.train.instability import assess
-from jaxspectra.train.loop import Setup, _Engine, _write_json, model_flops_per_token, setup
-from jaxspectra.train.metrics import LaggedFetcher, MetricsWriter, mfu
+from jaxspectra.train.engine import Engine
+from jaxspectra.train.hooks import Hook
+from jaxspectra.train.loop import run_loop
+from jaxspectra.train.resume import flops_per_token
+from jaxspectra.train.setup import Setup, setup
 from jaxspectra.train.state import (
     SWEEPABLE_OPTIM,
     TrainState,
-    _own_schedule,
-    base_hparams,
-    build_model,
+    hyperparams,
+    init_params,
+    is_paper004,
+    model_from_section,
 )
-from jaxspectra.train.step import make_eval_step, make_train_step
+from jaxspectra.train.summary import verdict, write_json
 
 _INIT_WORDS = ("init", "std", "sigma")
 _SHAPE_KEYS = ("data.batch_size", "data.seq_len", "train.grad_accum")
@@ -96,8 +110,6 @@ def member_config(cfg: Config, member: dict[str, Any]) -> Config:
 
 
 def _abstract_params(cfg: Config, module) -> Any:
-    from jaxspectra.train.state import init_params
-
     return jax.eval_shape(partial(init_params, module, seq_len=cfg.data.seq_len),
                           jax.random.PRNGKey(0))
 
@@ -117,7 +129,7 @@ def validate_axes(cfg: Config, module=None) -> None:
                 f"sweep axis {key!r} changes array shapes; members of a vmapped sweep must share "
                 "shapes. Run separate sweeps for each value."
             )
-        if key == "optim.learning_rate" and _own_schedule(cfg.optim.name):
+        if key == "optim.learning_rate" and is_paper004(cfg.optim.name):
             raise ConfigError(
                 f"optimizer {cfg.optim.name!r} builds its own schedule from a Python float "
                 "learning rate, which cannot be vmapped; run one sweep per learning rate"
@@ -130,12 +142,12 @@ def validate_axes(cfg: Config, module=None) -> None:
         if key.startswith("model.options."):
             field = key[len("model.options."):]
             if base_shapes is None:
-                m0, _ = build_model(cfg.model, cfg.data.seq_len)
+                m0, _ = model_from_section(cfg.model, cfg.data.seq_len)
                 base_shapes = jax.tree.map(lambda x: (x.shape, x.dtype),
                                            _abstract_params(cfg, m0))
             for v in values:
                 mc = dataclasses.replace(cfg.model, options={**cfg.model.options, field: v})
-                m, _ = build_model(mc, cfg.data.seq_len)
+                m, _ = model_from_section(mc, cfg.data.seq_len)
                 shapes = jax.tree.map(lambda x: (x.shape, x.dtype), _abstract_params(cfg, m))
                 if shapes != base_shapes:
                     raise ConfigError(
@@ -154,6 +166,12 @@ def validate_axes(cfg: Config, module=None) -> None:
         )
 
 
+def _swept_hparams(cfg: Config, members: list[dict[str, Any]]) -> dict[str, float]:
+    """Base values of the swept optimiser hyper-parameters (kept in the optimiser state)."""
+    return {k: _default(cfg, k) for k in members[0]
+            if k in SWEEPABLE_OPTIM or k.startswith("optim.options.")}
+
+
 def sweep(cfg: Config, *, model: tuple[Any, Any] | None = None, dataset: Any = None,
           eval_dataset: Any = None) -> SweepResult:
     """Train every member of ``cfg.sweep`` in one vmapped step (module docstring)."""
@@ -163,136 +181,75 @@ def sweep(cfg: Config, *, model: tuple[Any, Any] | None = None, dataset: Any = N
         cfg = dataclasses.replace(cfg, monitors=MonitorsSection())
     members = members_of(cfg)
     validate_axes(cfg)
-    s = setup(cfg, model=model, dataset=dataset, eval_dataset=eval_dataset)
+    s = setup(cfg, model=model, dataset=dataset, eval_dataset=eval_dataset, monitors=False)
     s = dataclasses.replace(s, ckpt_dir=None)
-    eng = _Engine(s)
     M = len(members)
-    B, T, steps = cfg.data.batch_size, cfg.data.seq_len, cfg.train.steps
-
-    rep = shd.replicated(s.mesh)
-    state = init_members(s, eng, members)
-    base = base_hparams(cfg.optim)
-    hp_keys = sorted(set(base) | {k for k in members[0] if k in SWEEPABLE_OPTIM
-                                  or k.startswith("optim.options.")})
-    hp = {k: jnp.asarray([float(m[k] if k in m else base[k] if k in base else _default(cfg, k))
-                          for m in members], jnp.float32) for k in hp_keys}
-    data_seeds = [cfg.data.seed if cfg.data.seed >= 0 else m["seed"] for m in members]
-
-    step = make_train_step(eng.loss_fn, eng.make_tx, eng.lr_fn, cfg.train.grad_accum)
-    bsh = shd.batch_sharding(s.mesh, leading=1)
-    vstep = jax.vmap(step, in_axes=(0, 0, 0))
+    eng = Engine(s, members=M, swept_hparams=_swept_hparams(cfg, members))
     try:
-        jax.eval_shape(vstep, state, (jax.ShapeDtypeStruct((M, B, T), jnp.int32),) * 2, hp)
+        state = init_members(s, eng, members)
     except jax.errors.ConcretizationTypeError as e:
         raise ConfigError(
-            f"a swept hyper-parameter ({[k for k in hp if k in members[0]]}) is used in Python "
-            f"control flow by optimizer {cfg.optim.name!r}, so it cannot be vmapped: {e}"
-        ) from e
-    vstep = jax.jit(vstep, in_shardings=(rep, bsh, rep), out_shardings=(rep, rep),
-                    donate_argnums=0)
-    veval = jax.jit(jax.vmap(make_eval_step(eng.loss_fn)), in_shardings=(rep, bsh),
-                    out_shardings=rep)
-
-    def batches(ds, seeds, t):
-        xs = [ds.batch(sd, t, B, T) for sd in seeds]
-        return jax.device_put((np.stack([x for x, _ in xs]).astype(np.int32),
-                               np.stack([y for _, y in xs]).astype(np.int32)), bsh)
-
-    def evaluate(params):
-        n = max(cfg.data.eval_batches, 1)
-        ds = s.eval_dataset if cfg.data.eval_batches > 0 else s.dataset
-        tot = np.zeros(M)
-        for i in range(n):
-            tot += np.asarray(veval(params, batches(ds, [d + 10_007 for d in data_seeds], i)))
-        return tot / n
-
-    writers = [MetricsWriter(s.run_dir / f"member_{i}", tensorboard=False) for i in range(M)]
-    flops_tok = model_flops_per_token(s.model_config, s.abstract_params, T)
+            f"a swept hyper-parameter ({sorted(_swept_hparams(cfg, members))}) is used in Python "
+            f"control flow by optimizer {cfg.optim.name!r}, so it cannot be vmapped: {e}") from e
+    (s.run_dir / "sweep_config.toml").write_text(dump_toml(cfg))
+    seeds = [cfg.data.seed if cfg.data.seed >= 0 else m["seed"] for m in members]
+    B, T, steps = cfg.data.batch_size, cfg.data.seq_len, cfg.train.steps
+    history = History()
+    evaluate = Evaluate(lambda p: eng.evaluate(p, seeds), cfg.train.eval_every, history)
+    slow: list[Hook] = [evaluate] if cfg.data.eval_batches > 0 else []
+    tput = Throughput(M * B * T, flops_per_token(s), None, slow)
+    nonfinite = StopOnNonFinite(True)
+    hooks: list[Hook] = [tput, history, nonfinite, *slow,
+                         MetricsLog(s.run_dir, cfg.train.log_every, steps, members=M)]
+    if cfg.train.progress:
+        hooks.append(Progress(f"jaxspectra sweep: {M} members x {steps} steps of "
+                              f"{cfg.model.name!r} in one vmapped step; {s.n_devices} device(s); "
+                              f"outputs in {s.run_dir}", steps, desc=f"sweep x{M}"))
+    hooks.append(StopOnSignal())
+    state, control = run_loop(eng, state, 0, steps,
+                              lambda t: eng.batch(s.dataset, seeds, t), hooks)
     losses = np.full((steps, M), np.nan)
-    evals: list[tuple[int, np.ndarray]] = []
-    nonfinite: list[int | None] = [None] * M
-    fetcher = LaggedFetcher()
-    times: list[float] = []
-    last = [None]
-
-    def handle(item):
-        t, m = item
-        now = time.perf_counter()
-        if last[0] is not None:
-            times.append(now - last[0])
-        last[0] = now
-        losses[t] = m["loss"]
-        for i in range(M):
-            loss_i, gn = float(m["loss"][i]), float(m["grad_norm"][i])
-            if (not math.isfinite(loss_i) or not math.isfinite(gn)) and nonfinite[i] is None:
-                nonfinite[i] = t
-            if t % cfg.train.log_every == 0 or t == steps - 1:
-                writers[i].write(t, {k: float(v[i]) for k, v in m.items()})
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=steps, disable=not cfg.train.progress, desc=f"sweep x{M}")
-    for t in range(steps):
-        state, metrics = vstep(state, batches(s.dataset, data_seeds, t), hp)
-        prev = fetcher.push(t, metrics)
-        if prev is not None:
-            handle(prev)
-            bar.update(1)
-        done = t + 1
-        if cfg.train.eval_every > 0 and done % cfg.train.eval_every == 0 or done == steps:
-            if (last_item := fetcher.flush()) is not None:
-                handle(last_item)
-                bar.update(1)
-            if cfg.data.eval_batches > 0:
-                ev = evaluate(state.params)
-                evals.append((done, ev))
-                for i in range(M):
-                    writers[i].write(done, {"eval/loss": float(ev[i])})
-        if all(n is not None for n in nonfinite):
-            break
-    if (last_item := fetcher.flush()) is not None:
-        handle(last_item)
-    bar.close()
-    for w in writers:
-        w.close()
-    steady = times[2:] if len(times) > 4 else times
-    tok_s = M * B * T * len(steady) / sum(steady) if steady else float("nan")
+    for st, v in history.train:
+        losses[st] = np.asarray(v)
+    first = nonfinite.first or [None] * M
     out_members = []
     for i, mem in enumerate(members):
-        curve = [(st, float(ev[i])) for st, ev in evals]
-        verdict = assess([c[0] for c in curve], [c[1] for c in curve], steps, cfg.instability,
-                         nonfinite[i])
+        evals = [float(np.asarray(v)[i]) for _, v in history.evals]
         rec = {"member": i, **mem, "final_loss": float(losses[-1, i]),
-               "final_eval_loss": curve[-1][1] if curve else None,
-               "nonfinite_step": nonfinite[i], "verdict": verdict}
-        _write_json(s.run_dir / f"member_{i}" / "summary.json", rec)
+               "final_eval_loss": evals[-1] if evals else None,
+               "nonfinite_step": first[i], "verdict": verdict(cfg, history, first[i], i)}
+        write_json(s.run_dir / f"member_{i}" / "summary.json", rec)
         out_members.append(rec)
     summary = {"members": out_members, "n_members": M, "steps": steps,
-               "tokens_per_s_all_members": tok_s,
-               "mfu": mfu(tok_s, flops_tok, cfg.train.peak_tflops, s.n_devices),
-               "config": to_dict(cfg)}
-    _write_json(s.run_dir / "summary.json", summary)
+               "stopped": control.stop_reason or "completed",
+               "tokens_per_s_all_members": tput.steady(), "config": to_dict(cfg)}
+    write_json(s.run_dir / "sweep_summary.json", summary)
     return SweepResult(out_members, summary, losses, state, s.run_dir)
 
 
-def init_members(s: Setup, eng: _Engine, members: list[dict[str, Any]]) -> TrainState:
-    """Each member initialised exactly as its single run would be, stacked on axis 0."""
+def init_members(s: Setup, eng: Engine, members: list[dict[str, Any]]) -> TrainState:
+    """Each member initialised exactly as its single run would be (its own hyper-parameters in
+    its optimiser state), stacked on axis 0."""
     states = []
     T = s.cfg.data.seq_len
     for mem in members:
         mo = {k[len("model.options."):]: v for k, v in mem.items() if k.startswith("model.")}
+        one = eng
         if mo:
             mc = dataclasses.replace(s.cfg.model, options={**s.cfg.model.options, **mo})
-            sub = dataclasses.replace(s, module=build_model(mc, T)[0])
-            states.append(_Engine(sub).init_state(mem["seed"]))
-        else:
-            states.append(eng.init_state(mem["seed"]))
-    return jax.device_put(
-        jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states),
-        shd.replicated(s.mesh))
+            sub = dataclasses.replace(s, module=model_from_section(mc, T)[0])
+            one = Engine(sub, members=eng.members, swept_hparams=eng.swept)
+        st = one.init_state(mem["seed"])
+        hp = {**hyperparams(s.cfg.optim), **{k: v for k, v in mem.items() if k != "seed"}}
+        states.append(st._replace(opt_state=eng.opt.set_hyperparams(st.opt_state, hp)))
+    return eng.stack(states)
 
 
 def _default(cfg: Config, key: str) -> float:
+    if key == "optim.learning_rate":
+        return cfg.optim.learning_rate
+    if key == "optim.weight_decay" and cfg.optim.weight_decay >= 0:
+        return cfg.optim.weight_decay
     if key == "optim.clip_norm":
         return cfg.optim.clip_norm
     if key.startswith("optim.options."):

@@ -15,7 +15,7 @@ def test_build_monitors():
     dev, host = build_monitors(
         {"spectral": {"every": 20}, "heavy_tail": {}, "attention": {"probe_batch": 2},
          "jacobian": {"every": 7}, "grad_norms": {"every": 3},
-         }, module=model, n_layers=cfg.n_layers, loss_fn=lambda *a: 0.0, probe_tokens=probe)
+         }, module=model, n_layers=cfg.n_layers, probe_tokens=probe)
     assert [type(m).__name__ for m in host] == ["HostSpectralMonitor"]
     assert host[0].every == 20
     assert {m.name: m.every for m in dev} == {"heavy_tail": 500, "attention": 100,

@@ -84,14 +84,24 @@ def test_grad_norms_vs_numpy():
                                m["grad_norm/global"], rtol=1e-6)
 
 
-def test_grad_norm_device_monitor_matches_jax_grad():
+def test_grad_norm_step_hook_reads_the_steps_gradients():
+    """Inside the trainer's step the hook sees that step's gradients (no second backward)."""
+    from jaxspectra.train.state import Optimizer, TrainState
+    from jaxspectra.train.step import make_train_step
+
     w = {"block_0": {"mlp": {"fc": {"kernel": jnp.arange(6.0).reshape(2, 3) / 10}}}}
 
     def loss_fn(params, x, y, rng):
         return jnp.mean((x @ params["block_0"]["mlp"]["fc"]["kernel"] - y) ** 2)
 
     x, y = jnp.ones((4, 2)), jnp.zeros((4, 3))
-    mon = gn.GradNormMonitor(loss_fn, every=2)
-    m, _ = jax.jit(mon.__call__)(w, (x, y), mon.init(w))
+    mon = gn.GradNormMonitor(every=2)
+    assert mon.due(4) and not mon.due(3)
+    tx = optax.sgd(0.1)
+    opt = Optimizer(tx, lambda s, t: jnp.float32(0.1), ())
+    step = make_train_step(loss_fn, opt, hooks=(mon,))
+    state = TrainState(jnp.zeros((), jnp.int32), w, tx.init(w), jax.random.PRNGKey(0))
+    _, metrics, m, _ = jax.jit(step)(state, (x, y), (mon.init(w),))
     g = jax.grad(loss_fn)(w, x, y, None)["block_0"]["mlp"]["fc"]["kernel"]
     np.testing.assert_allclose(m["grad_norm/mlp"], np.linalg.norm(np.asarray(g)), rtol=1e-6)
+    np.testing.assert_allclose(m["grad_norm/global"], metrics["grad_norm"], rtol=1e-6)

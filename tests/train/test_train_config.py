@@ -75,7 +75,7 @@ def no_compute(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("compute started before validation failed")
 
-    monkeypatch.setattr(loop, "_Engine", boom)
+    monkeypatch.setattr(loop, "Engine", boom)
 
 
 def _train(d, **kw):
@@ -146,8 +146,8 @@ def test_unwritable_dirs_as_file(tmp_path, no_compute):
 
 def test_config_dumped_into_run_dir(tmp_path):
     d = base_config(tmp_path / "r", steps=3)
-    s = loop.setup(from_dict(d), dataset=ToyLM(), eval_dataset=ToyLM(offset=99))
-    assert load_config(Path(s.run_dir) / "config.toml") == from_dict(d)
+    res = loop.train(from_dict(d), dataset=ToyLM(), eval_dataset=ToyLM(offset=99))
+    assert load_config(Path(res.run_dir) / "config.toml") == from_dict(d)
 
 
 def test_manifold_optimizer_with_mup_multipliers_is_rejected(tmp_path, no_compute):

@@ -11,7 +11,9 @@ from _train_standins import PoisonLM, ToyLM, base_config
 from jaxspectra.train.checkpoint import Checkpointer
 from jaxspectra.train.config import InstabilitySection, from_dict
 from jaxspectra.train.instability import assess
-from jaxspectra.train.loop import _Engine, setup, train
+from jaxspectra.train.engine import Engine
+from jaxspectra.train.loop import train
+from jaxspectra.train.setup import setup
 
 TH = InstabilitySection()
 STEPS = np.arange(1, 51) * 1000  # 50 evaluations over 50k steps (paper 004's cadence)
@@ -100,7 +102,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["stopped"] == "nonfinite"
     ck = Checkpointer(tmp_path / "r" / "checkpoints")
     assert ck.latest_step() == 10  # step 15 was never reached with finite losses
-    eng = _Engine(setup(cfg, dataset=ToyLM(), eval_dataset=ToyLM(), write_config=False))
+    eng = Engine(setup(cfg, dataset=ToyLM(), eval_dataset=ToyLM()))
     state, meta = ck.restore(None, eng.abstract_state)
     ck.close()
     assert meta["data_position"] == 10 and int(state.step) == 10

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspectra.train.config import OptimSection
-from jaxspectra.train.state import TrainState, base_hparams, hp_arrays, make_tx_factory
+from jaxspectra.train.state import TrainState, build_optimizer
 from jaxspectra.train.step import make_train_step
 
 RNG = np.random.default_rng(0)
@@ -27,11 +27,11 @@ def loss_fn(params, x, y, rng):
 def _step(clip=0.0, accum=1, mults=None, lr=0.1):
     cfg = OptimSection(name="sgd", learning_rate=lr, clip_norm=clip,
                        options={"momentum": 0.0})
-    make_tx, lr_fn = make_tx_factory(cfg, 10, P, mults)
-    hp = hp_arrays(base_hparams(cfg))
-    state = TrainState(jnp.int32(0), P, make_tx(hp).init(P), jax.random.PRNGKey(0))
-    step = jax.jit(make_train_step(loss_fn, make_tx, lr_fn, accum))
-    return step(state, (X, Y), hp)
+    opt = build_optimizer(cfg, 10, P, mults)
+    state = TrainState(jnp.int32(0), P, opt.tx.init(P), jax.random.PRNGKey(0))
+    step = jax.jit(make_train_step(loss_fn, opt, accum))
+    new, metrics, _, _ = step(state, (X, Y))
+    return new, metrics
 
 
 def _sub(a, b, s=1.0):
@@ -82,11 +82,28 @@ def test_lr_multipliers_scale_updates():
 
 def test_per_step_key_is_fold_in_of_step():
     cfg = OptimSection(name="sgd", learning_rate=0.1, clip_norm=0.0, options={"momentum": 0.0})
-    make_tx, lr_fn = make_tx_factory(cfg, 10, P, None)
-    hp = hp_arrays(base_hparams(cfg))
+    opt = build_optimizer(cfg, 10, P, None)
     key = jax.random.PRNGKey(7)
-    state = TrainState(jnp.int32(5), P, make_tx(hp).init(P), key)
+    state = TrainState(jnp.int32(5), P, opt.tx.init(P), key)
     out = jax.jit(make_train_step(
-        lambda p, x, y, r: loss_fn(p, x, y, r) * 0 + jax.random.uniform(r), make_tx, lr_fn))(
-        state, (X, Y), hp)[1]["loss"]
+        lambda p, x, y, r: loss_fn(p, x, y, r) * 0 + jax.random.uniform(r), opt))(
+        state, (X, Y))[1]["loss"]
     np.testing.assert_allclose(out, jax.random.uniform(jax.random.fold_in(key, 5)))
+
+
+def test_logged_lr_is_the_applied_one():
+    """The LR in the metrics is read from the optimiser state: peak × schedule at this step."""
+    cfg = OptimSection(name="sgd", learning_rate=0.5, clip_norm=0.0, schedule="cosine",
+                       warmup_steps=4, options={"momentum": 0.0})
+    opt = build_optimizer(cfg, 10, P, None)
+    state = TrainState(jnp.int32(0), P, opt.tx.init(P), jax.random.PRNGKey(0))
+    step = jax.jit(make_train_step(loss_fn, opt))
+    g = jax.grad(loss_fn)(P, X, Y, None)
+    for t in range(3):
+        new, m, _, _ = step(state, (X, Y))
+        applied = (state.params["params"]["embed"]["embedding"]
+                   - new.params["params"]["embed"]["embedding"])
+        g = jax.grad(loss_fn)(state.params, X, Y, None)["params"]["embed"]["embedding"]
+        np.testing.assert_allclose(float(m["lr"]), 0.5 * t / 4, rtol=1e-6)
+        np.testing.assert_allclose(applied, float(m["lr"]) * g, rtol=1e-5, atol=1e-7)
+        state = new

@@ -11,7 +11,8 @@ from _train_standins import ToyLM, base_config
 
 from jaxspectra.train import loop
 from jaxspectra.train.config import ConfigError, from_dict
-from jaxspectra.train.loop import setup, train
+from jaxspectra.train.loop import train
+from jaxspectra.train.setup import setup
 from jaxspectra.train.sweep import init_members, member_config, members_of, sweep, validate_axes
 
 STEPS = 12
@@ -25,6 +26,26 @@ def _cfg(run_dir, **axes):
     ))
 
 
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _reorder_tolerance(cfg, lr_max: float) -> float:
+    """How far a vmapped member may drift from its single run in float32, from the arithmetic.
+
+    ``vmap`` may block the same reductions differently (XLA CPU builds and versions differ), so
+    each gradient entry — a sum of at most ``N = B·T·d_model`` products (batch tokens × width) —
+    can change by ``γ_N = N·ε`` relative to the sum of magnitudes (Higham, *Accuracy and
+    Stability*, §4.2). AdamW turns a relative gradient change ρ into an update change of at most
+    ``2ρ·lr`` (m and √v both move by ρ), so after ``steps`` updates the params differ by at most
+    ``2·γ_N·Σ_t lr_t ≤ 2·N·ε·steps·lr_max``; the losses, 1-Lipschitz here to that order, likewise.
+    """
+    from jaxspectra.models import get_model
+
+    _, mc = get_model(cfg.model.name, **cfg.model.options)
+    n = cfg.data.batch_size * cfg.data.seq_len * mc.d_model
+    return 2 * n * EPS32 * cfg.train.steps * lr_max
+
+
 def test_sweep_equals_single_runs(tmp_path):
     cfg = _cfg(tmp_path / "sweep")
     ds, ev = ToyLM(), ToyLM(offset=10**6)
@@ -33,20 +54,22 @@ def test_sweep_equals_single_runs(tmp_path):
     assert [(m["seed"], m["optim.learning_rate"]) for m in members] == [
         (0, 1e-2), (0, 3e-2), (1, 1e-2), (1, 3e-2)]
     assert res.losses.shape == (STEPS, 4)
+    tol = _reorder_tolerance(cfg, max(m["optim.learning_rate"] for m in members))
     for i, m in enumerate(members):
         c = member_config(cfg, m)
         c = dataclasses.replace(c, run=dataclasses.replace(c.run, dir=str(tmp_path / f"m{i}")))
         one = train(c, dataset=ds, eval_dataset=ev)
         l1 = np.array([x for _, x in one.losses])
-        np.testing.assert_allclose(res.losses[:, i], l1, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(res.losses[:, i], l1, rtol=0, atol=tol)
         np.testing.assert_allclose(res.members[i]["final_eval_loss"],
-                                   one.summary["final_eval_loss"], atol=1e-6)
+                                   one.summary["final_eval_loss"], atol=tol)
         for a, b in zip(jax.tree.leaves(res.state.params), jax.tree.leaves(one.state.params)):
-            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=0, atol=1e-6)
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=0, atol=tol)
         assert res.members[i]["verdict"]["unstable"] == one.summary["verdict"]["unstable"]
         assert (tmp_path / "sweep" / f"member_{i}" / "metrics.jsonl").exists()
-    # members really differ (seed and LR both matter)
-    assert len({round(float(x), 6) for x in res.losses[-1]}) == 4
+    # members really differ (seed and LR both matter), by far more than the tolerance
+    last = np.sort(res.losses[-1])
+    assert np.min(np.diff(last)) > 10 * tol
 
 
 @pytest.fixture
@@ -54,10 +77,10 @@ def no_compute(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("compute started before validation failed")
 
-    monkeypatch.setattr(loop, "_Engine", boom)
+    monkeypatch.setattr(loop, "Engine", boom)
     import jaxspectra.train.sweep as sw
 
-    monkeypatch.setattr(sw, "_Engine", boom)
+    monkeypatch.setattr(sw, "Engine", boom)
 
 
 @pytest.mark.parametrize(
@@ -81,8 +104,8 @@ def test_init_scale_axis_is_allowed(tmp_path):
     cfg = _cfg(tmp_path / "s", **{"model.options.init_std": [0.02, 0.2]})
     validate_axes(cfg)
     members = members_of(cfg)[:2]
-    s = setup(cfg, dataset=ToyLM(), eval_dataset=ToyLM(), write_config=False)
-    state = init_members(s, loop._Engine(s), members)
+    s = setup(cfg, dataset=ToyLM(), eval_dataset=ToyLM())
+    state = init_members(s, loop.Engine(s, members=len(members)), members)
     emb = state.params["params"]["embed"]["embedding"]
     assert emb.shape[0] == 2
     np.testing.assert_allclose(np.std(np.asarray(emb[0])), 0.02, rtol=0.2)
