@@ -10,8 +10,8 @@ from _train_standins import PoisonLM, ToyLM, base_config
 
 from jaxspectra.train.checkpoint import Checkpointer
 from jaxspectra.train.config import InstabilitySection, from_dict
-from jaxspectra.train.instability import assess
 from jaxspectra.train.engine import Engine
+from jaxspectra.train.instability import assess
 from jaxspectra.train.loop import train
 from jaxspectra.train.setup import setup
 
