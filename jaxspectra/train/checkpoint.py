@@ -18,7 +18,10 @@ newest readable one before it.
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,7 +118,8 @@ class Checkpointer:
         problems = []
         for step in reversed(steps):
             try:
-                meta = self.read_meta(step)
+                with _quiet_orbax():
+                    meta = self.read_meta(step)
             except Exception as e:  # noqa: BLE001 - any damage means "try the previous one"
                 problems.append(f"step {step}: {_short(e)}")
                 report(f"jaxspectra: checkpoint step {step} in {self.directory} is unreadable "
@@ -147,14 +151,23 @@ class Checkpointer:
 
 
 class _quiet_orbax:
-    """Silence orbax / absl error logs while a damaged checkpoint is tried (we report it)."""
+    """Silence orbax / absl error logs while a damaged checkpoint is tried (we report it in one
+    line). When the read fails, TensorStore's outstanding reads still call back into orbax's
+    closed event loop for a moment, each printing an "Event loop is closed" traceback: those are
+    swallowed too, by holding ``sys.stderr`` a little longer."""
+
+    settle_s = 0.5
 
     def __enter__(self):
         self._levels = {n: logging.getLogger(n).level for n in ("absl", "orbax")}
         for n in self._levels:
             logging.getLogger(n).setLevel(logging.CRITICAL)
+        self._stderr, sys.stderr = sys.stderr, io.StringIO()
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None:
+            time.sleep(self.settle_s)  # let the failed read's callbacks land in the void
+        sys.stderr = self._stderr
         for n, lvl in self._levels.items():
             logging.getLogger(n).setLevel(lvl)
         return False

@@ -1,9 +1,11 @@
 """``jaxspectra train`` / ``jaxspectra sweep`` (called by :mod:`jaxspectra.cli`).
 
 Both load the TOML config, apply ``--set a.b=value`` overrides, validate everything before any
-compute (a :class:`~jaxspectra.train.config.ConfigError` is printed as one clear line and exits
-with status 2), run, and print where the outputs are. ``train`` exits 1 when the run stopped on
-a non-finite loss or its verdict is *unstable*.
+compute (a :class:`~jaxspectra.train.config.ConfigError` — a bad key or value, an incompatible or
+unreadable checkpoint — is printed as one clear line and exits with status 2), run, and print
+where the outputs are. ``train`` exits 1 when the run stopped on a non-finite loss or its verdict
+is *unstable*, and 130 when Ctrl-C / SIGTERM stopped it (after checkpointing: run it again to
+resume).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def train_command(config_path: str | None, overrides: dict[str, str] | None = No
         f"verdict {'UNSTABLE ' + str(bad) if v['unstable'] else 'stable'}; "
         f"outputs in {result.run_dir}"
     )
+    if s["stopped"] in ("interrupted",) or (s["stopped"] == "preempted" and
+                                             s["steps_done"] < s["planned_steps"]):
+        return 130
     return 1 if (s["stopped"] == "nonfinite" or v["unstable"]) else 0
 
 
@@ -51,4 +56,4 @@ def sweep_command(config_path: str | None, overrides: dict[str, str] | None = No
         print(f"member {m['member']}: {hp} final loss {m['final_loss']:.4f} eval "
               f"{m['final_eval_loss']} {'UNSTABLE' if m['verdict']['unstable'] else 'stable'}")
     print(f"jaxspectra sweep: {len(result.members)} members; outputs in {result.run_dir}")
-    return 0
+    return 130 if result.summary["stopped"] in ("interrupted", "preempted") else 0
