@@ -1,7 +1,7 @@
 """Cost of the training monitors (issue 15 §7): step time with spectral monitors on vs off.
 
 A GPT-2-small training loop (the trainer's own compiled steps, :class:`jaxspectra.train.loop.
-_Engine`, synthetic data, bf16 compute on GPUs) is run for ``N`` steps with
+Engine`, synthetic data, bf16 compute on GPUs) is run for ``N`` steps with
 
 * ``none`` — the plain step every step (baseline, same process);
 * ``device every k`` — :class:`~jaxspectra.monitors.SpectralMonitor` inside the hooked step on
@@ -40,8 +40,11 @@ from jaxspectra.monitors import (
     spectral_metrics,
 )
 from jaxspectra.train.config import from_dict
-from jaxspectra.train.hooks import HostCopier
-from jaxspectra.train.loop import _Engine, setup
+from jaxspectra.train.engine import Engine
+from jaxspectra.train.hooks import Hook
+from jaxspectra.train.loop import run_loop
+from jaxspectra.train.monitor_hooks import HostMonitors, as_step_hook
+from jaxspectra.train.setup import setup
 
 
 def _config(quick: bool, run_dir: str):
@@ -59,39 +62,23 @@ def _config(quick: bool, run_dir: str):
     })
 
 
-def _loop(eng: _Engine, state, batches, device_mons, host_mons, start: int):
-    """The trainer's dispatch (loop.py): hooked step on monitor steps, host copies on wanted
-    steps; returns (state, seconds per step, backlog seconds)."""
-    mon_states = {m.name: m.init(state.params) for m in device_mons}
-    copier = HostCopier()
-    last = None
+def _loop(eng: Engine, state, batches, device_mons, host_mons, start: int):
+    """The trainer's own loop (:func:`~jaxspectra.train.loop.run_loop`) with the monitors as its
+    hooks; returns (state, seconds per step, backlog seconds)."""
+    hosts = HostMonitors(host_mons, eng.state_sh.params)
+    n = len(batches)
     t0 = time.perf_counter()
-    for i, batch in enumerate(batches):
-        t = start + i
-        active = [m for m in device_mons if t % m.every == 0]
-        if active:
-            sub = tuple(mon_states[m.name] for m in active)
-            state, metrics, mmet, sub = eng.hooked(active)(state, batch, eng.hp, sub)
-            metrics = {**metrics, **mmet}
-        else:
-            state, metrics = eng.step(state, batch, eng.hp)
-        copier.deliver()  # copies started last step land now: the device never waits
-        if last is not None:
-            jax.device_get(last["loss"])  # the trainer's lagged fetch of the previous step
-        last = metrics
-        wanted = [hm for hm in host_mons if hm.wants(t)]
-        if wanted:
-            copier.start(t, state.params, wanted)  # async device→host, as train/hooks.py does
-        for hm in host_mons:
-            hm.poll()
-    copier.deliver()
-    block(state.params)
-    jax.device_get(last)
-    dt = (time.perf_counter() - t0) / len(batches)
-    t1 = time.perf_counter()
-    for hm in host_mons:
-        hm.close()
-    return state, dt, time.perf_counter() - t1
+    state, _ = run_loop(eng, state, start, start + n, lambda t: batches[t - start],
+                        [_Timer(), hosts], [as_step_hook(m) for m in device_mons])
+    dt = (time.perf_counter() - t0) / n
+    return state, dt, hosts.close_seconds
+
+
+class _Timer(Hook):
+    """Blocks on the last state before the loop's hooks close (the host backlog is timed apart)."""
+
+    def close(self, info):
+        block(info.state.params)
 
 
 def _add(rows: list, row: dict) -> None:
@@ -106,11 +93,11 @@ def run(quick: bool) -> BenchResult:
 
     tmp = tempfile.mkdtemp(prefix="bench_monitors_")
     cfg = _config(quick, tmp)
-    s = setup(cfg, write_config=False)
+    s = setup(cfg, monitors=False)
     n_steps = 60 if quick else 100
     cadences = (10, 50)
     spec_mons = {k: SpectralMonitor(every=k, name=f"spectral_{k}") for k in cadences}
-    eng = _Engine(s, list(spec_mons.values()))
+    eng = Engine(s)
     state = eng.init_state(0)
     batches = [eng.batch(s.dataset, s.data_seed, t) for t in range(n_steps)]
     # warm-up: compile the plain and every hooked step
@@ -156,7 +143,7 @@ def run(quick: bool) -> BenchResult:
     size = "quick: gpt-tiny, B=8, T=32" if quick else "gpt2-small, B=16, T=1024"
     notes = (f"{size}; {n_steps} steps per variant; step_ms = loop wall time / steps (compile "
              "excluded). Goals: ≤ 5 % overhead every 50 steps, ≤ 20 % every 10. The host "
-             "variant uses the trainer's copy-out (`train/hooks.HostCopier`: an on-device copy "
+             "variant uses the trainer's copy-out (`train/monitor_hooks.HostMonitors`: an on-device copy "
              "and an async device→host transfer, submitted one step later); its spectra run in NumPy threads (2 quick, 8 full); backlog_s > 0 means the "
              "host had not caught up when training ended.")
     return BenchResult(rows=rows, notes=notes, title="monitors")

@@ -27,7 +27,9 @@ PEAK_MEASURED, PEAK_SPEC = 790.0, 989.0
 
 def _jax_candidate(quick: bool):
     from jaxspectra.train.config import from_dict
-    from jaxspectra.train.loop import _Engine, model_flops_per_token, setup
+    from jaxspectra.train.engine import Engine
+    from jaxspectra.train.resume import flops_per_token
+    from jaxspectra.train.setup import setup
 
     if quick:
         model = {"name": "gpt-tiny", "dtype": "float32",
@@ -47,12 +49,13 @@ def _jax_candidate(quick: bool):
         "checkpoint": {"every": 0, "keep": 0},
     })
     s = setup(cfg)
-    eng = _Engine(s)
+    eng = Engine(s)
     state = [eng.init_state(0)]
     batch = eng.batch(s.dataset, 0, 0)
+    plain = eng.step(())
 
     def step():
-        state[0], m = eng.step(state[0], batch, eng.hp)
+        state[0], m, _, _ = plain(state[0], batch, ())
         return m["loss"]
 
     grad = jax.jit(jax.value_and_grad(eng.loss_fn))
@@ -60,7 +63,7 @@ def _jax_candidate(quick: bool):
     def fwd_bwd():
         return grad(state[0].params, batch[0], batch[1], jax.random.PRNGKey(0))
 
-    flops_tok = model_flops_per_token(s.model_config, s.abstract_params, T)
+    flops_tok = flops_per_token(s)
     return step, fwd_bwd, flops_tok, s.model_config, B, T
 
 

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -158,6 +159,7 @@ class HostMonitors(Hook):
         self._copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree), out_shardings=shardings)
         self._pending: list[tuple[int, list[Any], Any]] = []
         self._control = None
+        self.close_seconds = 0.0
 
     def start(self, info: StepInfo) -> None:
         self._control = info.control
@@ -198,6 +200,8 @@ class HostMonitors(Hook):
             self._emit(self._guard(m, m.poll))
 
     def close(self, info: StepInfo) -> None:
+        t0 = time.perf_counter()
         self._deliver()
         for m in list(self.monitors):
             self._emit(self._guard(m, m.close))
+        self.close_seconds = time.perf_counter() - t0  # the host backlog at the end
