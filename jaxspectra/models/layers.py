@@ -130,13 +130,19 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------- attention
+def attention_scores(q, k, scale: float):
+    """Pre-softmax scores ``q kᵀ · scale`` ``[B, H, T, S]`` in ≥ float32 (no mask)."""
+    return jnp.einsum("bthd,bshd->bhts", q, k,
+                      preferred_element_type=_softmax_dtype(q.dtype)) * scale
+
+
 def explicit_attention(q, k, v, causal: bool, scale: float):
     """Attention with its probabilities materialised: returns ``(out [B,T,H,Dh], p [B,H,T,S])``.
 
     ``p = softmax(q kᵀ · scale)`` (masked to ``s ≤ t`` when causal), computed in ≥ float32.
     """
-    sdt = _softmax_dtype(q.dtype)
-    s = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=sdt) * scale
+    s = attention_scores(q, k, scale)
+    sdt = s.dtype
     if causal:
         t, sl = s.shape[-2], s.shape[-1]
         mask = jnp.tril(jnp.ones((t, sl), dtype=bool))
@@ -230,7 +236,8 @@ class Attention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         scale = 1.0 / math.sqrt(d // h)
-        if return_probs:
+        if return_probs:  # the scores are sown for the attention monitor (no second pass)
+            self.sow("intermediates", "attention_logits", attention_scores(q, k, scale))
             out, probs = explicit_attention(q, k, v, self.causal, scale)
         else:
             out = fused_attention(q, k, v, self.causal, scale, c.attention_impl)

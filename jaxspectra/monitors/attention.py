@@ -42,10 +42,11 @@ import functools
 import math
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jaxspectra.groups import layer_index
 
 _LN10 = math.log(10.0)
 
@@ -185,34 +186,17 @@ def attention_metrics(logits: list[jax.Array], causal: bool = True,
 
 def attention_logits(module: Any, params: Any, tokens: jax.Array) -> list[jax.Array]:
     """Pre-softmax scores ``[B, H, T, T]`` of every attention layer of a
-    :mod:`jaxspectra.models` model (``q kᵀ/√d_h`` after RoPE), captured by intercepting each
-    ``Attention.__call__`` and recomputing q, k with its own projections. The model's forward
-    runs unchanged (its output is discarded)."""
-    from jaxspectra.models.layers import Attention, apply_rope
-
-    caught: list[jax.Array] = []
-
-    def icpt(next_fun, args, kwargs, ctx):
-        if isinstance(ctx.module, Attention) and ctx.method_name == "__call__":
-            m, c = ctx.module, ctx.module.cfg
-            x = args[0]
-            rope = args[1] if len(args) > 1 else kwargs.get("rope")
-            b, t, d = x.shape
-            h = c.n_heads
-            if c.fused_qkv:
-                q, k, _ = jnp.split(m.qkv(x), 3, axis=-1)
-            else:
-                q, k = m.q(x), m.k(x)
-            q, k = (z.reshape(b, t, h, d // h) for z in (q, k))
-            if rope is not None:
-                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-            caught.append(jnp.einsum("bthd,bshd->bhts", q, k,
-                                     preferred_element_type=jnp.float32) / math.sqrt(d // h))
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(icpt):
-        module.apply(params, tokens)
-    return caught
+    :mod:`jaxspectra.models` model (``q kᵀ/√d_h`` after RoPE, unmasked), in layer order: the
+    scores each ``Attention`` layer sows (``intermediates/…/attention_logits``) on its
+    probabilities path (``return_attention=True``) — one forward pass, nothing recomputed."""
+    _, inter = module.apply(params, tokens, return_attention=True, mutable=["intermediates"])
+    found = [(layer_index(path), leaf) for path, leaf in
+             jax.tree_util.tree_leaves_with_path(inter)
+             if any(getattr(k, "key", None) == "attention_logits" for k in path)]
+    if not found:
+        raise ValueError("the model sowed no attention_logits: it must be a jaxspectra.models "
+                         "model whose Attention layers take return_attention=True")
+    return [leaf for _, leaf in sorted(found, key=lambda x: -1 if x[0] is None else x[0])]
 
 
 class AttentionMonitor:
