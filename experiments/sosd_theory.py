@@ -206,6 +206,11 @@ def checks(an: dict[str, Any], cfg: dict[str, Any]) -> list[Check]:
         bool(r <= 1 + rtol)))
 
     md = an["mean_delta"]
+    fall = lambda x: float(np.mean(x[on_ if on is not None else 0]) / np.mean(x[-1]))
+    on_ = T // 2 if on is None else on
+    out[-1] = out[-1]._replace(ours=out[-1].ours + (
+        f"; from the onset to the end ΔΣ fell {fall(an['delta']):.3g}×, ε_t (the nuclear norm's "
+        f"growth) only {fall(an['eps']):.3g}×, ‖G_t‖_F {fall(tr.grad_fro):.3g}×"))
     out.append(Check(
         "sosd_onset",
         "Theorem 4.5 (§4.2): \"there exists a threshold time … such that for all t ≥ T the singular "
@@ -214,7 +219,6 @@ def checks(an: dict[str, Any], cfg: dict[str, Any]) -> list[Check]:
          f"there; mean ΔΣ at the end {md[-1]:.3g}" if on is not None else
          f"no onset: mean ΔΣ at the end {md[-1]:.3g} ≥ {cfg['onset_frac']:g} × max {md.max():.3g}"),
         bool(on is not None and on <= T // 2)))
-    on_ = T // 2 if on is None else on
 
     ebeta = float(eta * np.max(tr.curv_seg[on_:]))
     wmin = float(np.min(tr.logit_gap[on_:]))
@@ -441,6 +445,11 @@ def run(preset: str, out_dir: pathlib.Path, overrides: dict[str, Any] | None = N
         cks = checks(an, cfg)
         on = onset(an["mean_delta"], cfg["onset_frac"])
         on_ = an["dL"].size // 2 if on is None else on
+        np.savez_compressed(
+            out_dir / f"trajectory_seed{seed}.npz", loss=tr.loss, nuc=an["nuc"], fro=an["fro"],
+            grad_fro=tr.grad_fro, delta=an["delta"], lemma_a4=an["a4"], eps=an["eps"],
+            dL=an["dL"], phase1=an["phase1"], curv_seg=tr.curv_seg, logit_gap=tr.logit_gap,
+            att_gap=tr.att_gap, kappa=an["kappa"], **{f"paper_{k}": v for k, v in an["paper"].items()})
         rec = {"seed": seed, "wall_s": time.perf_counter() - ts, "onset": on,
                "checks": cks, "paper_bounds": paper_bound_info(an, on_),
                "final_loss": float(tr.loss[-1]), "G": an["G"]}
