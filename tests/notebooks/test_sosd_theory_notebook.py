@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from _nbrun import ROOT, run_notebook
 
 
+@pytest.mark.slow  # ~14 s unloaded: a kernel start and two 400-step runs
 def test_sosd_theory_notebook(tmp_path, monkeypatch):
     # the kernel must import this checkout's jaxspectra/experiments, not an installed copy
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(

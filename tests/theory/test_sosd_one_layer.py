@@ -36,18 +36,18 @@ def _setup(sigma=0.3, seed=0, n=N, d=D, c=C):
 def test_closed_form_gradients_match_jax_grad():
     with x64_scope():
         task, params = _setup(sigma=0.7)
-        g = jax.grad(lambda p: S.loss(p, task))(params)
-        cf = S.closed_form_grads(params, task)
+        g = jax.jit(jax.grad(lambda p: S.loss(p, task)))(params)
+        cf = jax.jit(lambda p: S.closed_form_grads(p, task))(params)
         for k in S.NAMES:  # float64, O(10) flops per entry: round-off ~1e-15 relative
             np.testing.assert_allclose(cf[k], g[k], rtol=1e-10, atol=1e-13)
         # G_H is the gradient with respect to H (eq. 42): check through a perturbation of H
-        f = S.forward(params, task.X, task.W_C)
+        f = jax.jit(S.forward)(params, task.X, task.W_C)
 
         def loss_of_H(H):
             logP = jax.nn.log_softmax(H @ task.W_C, axis=-1)
             return -jnp.mean(jnp.take_along_axis(logP, task.y[:, None], axis=1))
 
-        np.testing.assert_allclose(cf["G_H"], jax.grad(loss_of_H)(f["H"]), rtol=1e-10,
+        np.testing.assert_allclose(cf["G_H"], jax.jit(jax.grad(loss_of_H))(f["H"]), rtol=1e-10,
                                    atol=1e-14)
 
 
@@ -66,6 +66,7 @@ def test_forward_matches_flax_one_layer_model():
                                    atol=1e-14)
 
 
+@pytest.mark.slow  # ~8 s unloaded: compiles the scan, a dense Hessian and the reference loop
 def test_run_gd_matches_python_loop_svd_curvature_and_gaps():
     eta, steps = 0.3, 4
     task, params = _setup(sigma=0.4)
@@ -176,11 +177,12 @@ def test_paper_eq94_step_fails_on_its_counterexample_ours_holds():
 
 def test_theorem49_gradient_bounds_hold_on_random_params():
     with x64_scope():
+        fwd, grads = jax.jit(S.forward), jax.jit(S.closed_form_grads)
         for seed in range(6):
             sigma = [0.1, 1.0, 3.0][seed % 3]
             task, params = _setup(sigma=sigma, seed=seed, n=6, d=5, c=4)
-            f = S.forward(params, task.X, task.W_C)
-            g = S.closed_form_grads(params, task)
+            f = fwd(params, task.X, task.W_C)
+            g = grads(params, task)
             nuc = np.array([np.linalg.svd(np.asarray(params[k]), compute_uv=False).sum()
                             for k in S.NAMES])
             ag = float(jnp.min(S.gap(f["M"])))
