@@ -402,8 +402,9 @@ def _write(path: pathlib.Path, text: str) -> None:
 def write_report(path: pathlib.Path, preset: str, cfg: dict[str, Any],
                  per_seed: list[dict[str, Any]], figures: list[str], wall: float) -> bool:
     passed = all(c.ok for s in per_seed for c in s["checks"] if c.kind == "result")
+    sets = "".join(f" --set {k}={v}" for k, v in cfg.items() if v != PRESETS[preset][k])
     lines = [f"# {TITLE}", "",
-             f"`jaxspectra reproduce sosd_theory --preset {preset}` — "
+             f"`jaxspectra reproduce sosd_theory --preset {preset}{sets}` — "
              f"**{'PASSED' if passed else 'FAILED'}**", "",
              f"Device: {jax.devices()[0].device_kind} ({_cpu_model()}), jax {jax.__version__}, "
              f"float64. Wall time {wall:.1f} s.", "",

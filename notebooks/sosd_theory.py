@@ -91,9 +91,9 @@ plt.show()
 
 # %% [markdown]
 # ## η = 0.5: C₀ = 2.5 > 1, where eq. 94's dropped square matters
-# Eq. 94 is then C₀ = 2.5 times larger than the bound the derivation supports. On this run both
-# stay below ΔL (the bounds are loose), so the run itself cannot expose the error; the single
-# step below does.
+# Eq. 94 is then C₀ = 2.5 times larger than the bound the derivation supports. Both are loose on
+# this run (the number of Phase-I steps where eq. 94 exceeds ΔL is printed below), so the run
+# itself need not expose the error; the single step below does.
 
 # %%
 cfg5 = E.resolve_config("smoke", {"steps": str(STEPS), "eta": "0.5"})
@@ -102,7 +102,10 @@ an5 = E.analyse(tr5, task5, 0.5)
 ratio = an5["paper"]["eq94"] / np.maximum(an5["phase1"], 1e-300)
 results["eta05_eq94_over_ours"] = float(np.median(ratio[an5["phase1"] > 0]))
 results["eta05_phase1_min_slack"] = float(np.min(an5["dL"] - an5["phase1"]))
+on5 = E.onset(an5["mean_delta"], cfg5["onset_frac"]) or STEPS // 2
+results["eta05_eq94_exceeds_dL_phase1"] = int(np.sum(an5["paper"]["eq94"][:on5] > an5["dL"][:on5]))
 print("eq94 / ours at η=0.5:", results["eta05_eq94_over_ours"], " (1+√d)η =", (1 + 4) * 0.5)
+print("Phase-I steps where eq. 94 exceeds ΔL:", results["eta05_eq94_exceeds_dL_phase1"], "of", on5)
 ce = S.paper_eq94_counterexample(d=4, eta=1.0, g=0.01)
 print(json.dumps(ce, indent=1))
 results["counterexample"] = ce

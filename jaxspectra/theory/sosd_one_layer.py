@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspectra.monitors.spectral import delta_sigma, distribution
-from jaxspectra.precision import float64
+from jaxspectra.precision import float64, x64_scope
 from jaxspectra.theory._checks import check_finite, check_ndim
 
 Params = dict[str, jax.Array]
@@ -94,7 +94,7 @@ def make_task(key: jax.Array, n: int, d: int, C: int, wc_std: float | None = Non
     std = 1.0 / math.sqrt(d) if wc_std is None else float(wc_std)
     if not (math.isfinite(std) and std > 0):
         raise ValueError(f"wc_std must be positive and finite, got {wc_std}")
-    with jax.enable_x64(True):
+    with x64_scope():
         kx, ky, kc = jax.random.split(key, 3)
         X = jax.random.normal(kx, (n, d), jnp.float64)
         y = jax.random.randint(ky, (n,), 0, C)
@@ -106,7 +106,7 @@ def init_params(key: jax.Array, d: int, sigma: float) -> Params:
     """§4.1 small init: every entry of W_Q, W_K, W_V ~ N(0, σ²) (float64)."""
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be positive and finite, got {sigma}")
-    with jax.enable_x64(True):
+    with x64_scope():
         ks = jax.random.split(key, 3)
         return {n: sigma * jax.random.normal(k, (d, d), jnp.float64) for n, k in zip(NAMES, ks)}
 
