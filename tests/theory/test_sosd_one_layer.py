@@ -40,6 +40,9 @@ def test_closed_form_gradients_match_jax_grad():
         cf = jax.jit(lambda p: S.closed_form_grads(p, task))(params)
         for k in S.NAMES:  # float64, O(10) flops per entry: round-off ~1e-15 relative
             np.testing.assert_allclose(cf[k], g[k], rtol=1e-10, atol=1e-13)
+        stepped = S.gd_step(params, task, 0.3)
+        for k in S.NAMES:
+            np.testing.assert_allclose(stepped[k], params[k] - 0.3 * g[k], rtol=1e-12, atol=1e-14)
         # G_H is the gradient with respect to H (eq. 42): check through a perturbation of H
         f = jax.jit(S.forward)(params, task.X, task.W_C)
 
