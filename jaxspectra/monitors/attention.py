@@ -31,9 +31,9 @@ then examples, then layers (the paper uses the [CLS] row: ``rows=0``; default: a
 since R spans many decades its mean is formed as logsumexp(log R) − log N and reported as
 ``log10``. Everything else is averaged in the same order.
 
-:func:`attention_logits` gets the pre-softmax scores of a :mod:`jaxspectra.models` model through
-``flax.linen.intercept_methods`` (the models return only probabilities); a test checks that their
-softmax is the model's ``aux["attention"]``.
+:func:`attention_logits` reads the pre-softmax scores each attention layer of a
+:mod:`jaxspectra.models` model sows on its probabilities path (one forward pass); a test checks
+that their softmax is the model's ``aux["attention"]``.
 """
 
 from __future__ import annotations
