@@ -98,66 +98,11 @@ def assess(
             not steps or steps[0] > 0) and _finite(float(train[1][0])):
         steps, losses = [0, *steps], [float(train[1][0]), *losses]
 
-    # 4. early non-finite
-    bad = [s for s, x in zip(steps, losses) if not _finite(x)]
-    first_bad = min([s for s in [nonfinite_step, *bad] if s is not None], default=None)
-    early_limit = th.early_fraction * total_steps
-    crit["early_nonfinite"] = _crit(
-        first_bad is not None and first_bad <= early_limit,
-        first_bad,
-        f"non-finite loss at step {first_bad}" if first_bad is not None else "",
-    )
-
+    crit["early_nonfinite"] = _early_nonfinite(steps, losses, total_steps, th, nonfinite_step)
     fin = [(s, x) for s, x in zip(steps, losses) if _finite(x)]
-    # best strictly before each evaluation
-    best_before: list[float] = []
-    best = math.inf
-    for _, x in fin:
-        best_before.append(best)
-        best = min(best, x)
-
-    # 1. hard spike
-    spike = None
-    for (s, x), b in zip(fin, best_before):
-        if s >= th.spike_after * total_steps and b < math.inf and x > b + th.spike_delta:
-            spike = (s, x, b)
-            break
-    crit["hard_spike"] = _crit(
-        spike is not None,
-        spike[0] if spike else None,
-        f"loss {spike[1]:.4g} > best {spike[2]:.4g} + {th.spike_delta}" if spike else "",
-    )
-
-    # 2. persistent drift
-    n = len(fin)
-    k = max(1, math.ceil(th.drift_window * n))
-    drift = None
-    if n > k:
-        window = [x for _, x in fin[-k:]]
-        ref = min(x for _, x in fin[:-k])
-        mean = sum(window) / k
-        if mean > ref + th.drift_delta:
-            drift = (fin[-k][0], mean, ref)
-    crit["persistent_drift"] = _crit(
-        drift is not None,
-        drift[0] if drift else None,
-        f"mean of final {k} eval(s) {drift[1]:.4g} > earlier best {drift[2]:.4g} + "
-        f"{th.drift_delta}" if drift else "",
-    )
-
-    # 3. failure to recover
-    fail = None
-    for i, ((s, x), b) in enumerate(zip(fin, best_before)):
-        if b < math.inf and x >= b + th.degrade_delta:
-            if all(y > b + th.recover_delta for _, y in fin[i:]):
-                fail = (s, x, b)
-                break
-    crit["failure_to_recover"] = _crit(
-        fail is not None,
-        fail[0] if fail else None,
-        f"degraded to {fail[1]:.4g} (best {fail[2]:.4g}) and never back within "
-        f"{th.recover_delta}" if fail else "",
-    )
+    crit["hard_spike"] = _hard_spike(fin, total_steps, th)
+    crit["persistent_drift"] = _drift(fin, th)
+    crit["failure_to_recover"] = _no_recovery(fin, th)
 
     return {
         "unstable": any(c["triggered"] for c in crit.values()),
@@ -199,4 +144,53 @@ def _explosion(grad_norms: tuple[Sequence[int], Sequence[float]] | None,
                                       f"median {med:.4g}")
         if _finite(g):
             bisect.insort(hist, g)
+    return _crit(False)
+
+
+def _best_before(fin: list[tuple[int, float]]) -> list[float]:
+    """The lowest loss strictly before each evaluation."""
+    out, best = [], math.inf
+    for _, x in fin:
+        out.append(best)
+        best = min(best, x)
+    return out
+
+
+def _early_nonfinite(steps, losses, total_steps, th, nonfinite_step) -> dict[str, Any]:
+    """Criterion 4."""
+    bad = [s for s, x in zip(steps, losses) if not _finite(x)]
+    first_bad = min([s for s in [nonfinite_step, *bad] if s is not None], default=None)
+    return _crit(first_bad is not None and first_bad <= th.early_fraction * total_steps,
+                 first_bad, f"non-finite loss at step {first_bad}" if first_bad is not None else "")
+
+
+def _hard_spike(fin, total_steps, th) -> dict[str, Any]:
+    """Criterion 1."""
+    for (s, x), b in zip(fin, _best_before(fin)):
+        if s >= th.spike_after * total_steps and b < math.inf and x > b + th.spike_delta:
+            return _crit(True, s, f"loss {x:.4g} > best {b:.4g} + {th.spike_delta}")
+    return _crit(False)
+
+
+def _drift(fin, th) -> dict[str, Any]:
+    """Criterion 2."""
+    n = len(fin)
+    k = max(1, math.ceil(th.drift_window * n))
+    if n <= k:
+        return _crit(False)
+    mean = sum(x for _, x in fin[-k:]) / k
+    ref = min(x for _, x in fin[:-k])
+    if mean > ref + th.drift_delta:
+        return _crit(True, fin[-k][0], f"mean of final {k} eval(s) {mean:.4g} > earlier best "
+                                       f"{ref:.4g} + {th.drift_delta}")
+    return _crit(False)
+
+
+def _no_recovery(fin, th) -> dict[str, Any]:
+    """Criterion 3."""
+    for i, ((s, x), b) in enumerate(zip(fin, _best_before(fin))):
+        if b < math.inf and x >= b + th.degrade_delta and all(
+                y > b + th.recover_delta for _, y in fin[i:]):
+            return _crit(True, s, f"degraded to {x:.4g} (best {b:.4g}) and never back within "
+                                  f"{th.recover_delta}")
     return _crit(False)

@@ -111,3 +111,41 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(state.params))
     losses = dict(res.losses)
     assert np.isfinite(losses[12]) and not np.isfinite(losses[13])
+
+
+def test_train_divergence_and_initial_loss():
+    """A run whose loss leaves log(V) for 1e7 is unstable even when its evaluations are flat
+    (lr = 1e3): the train curve from step 0 is read; a converging one is not flagged."""
+    tsteps = np.arange(0, 200)
+    rising = np.concatenate([[4.16], np.full(199, 2.0e7)])
+    flat_evals = [2.0e7, 2.0e7, 2.0e7, 2.0e7]
+    v = assess([50, 100, 150, 200], flat_evals, 200, TH, train=(tsteps, rising))
+    trig = {k for k, c in v["criteria"].items() if c["triggered"]}
+    assert {"train_divergence", "failure_to_recover"} <= trig and v["unstable"]
+    assert not assess([50, 100, 150, 200], flat_evals, 200, TH)["unstable"]  # evals alone
+    falling = 4.16 * np.exp(-tsteps / 50.0) + 1.0
+    v = assess([50, 100, 150, 200], [2.5, 1.6, 1.2, 1.1], 200, TH, train=(tsteps, falling))
+    assert not v["unstable"]
+    # below the threshold: a loss that only creeps 0.5 nat above its start is not "divergence"
+    creep = np.full(200, 4.66)
+    creep[0] = 4.16
+    assert not assess([], [], 200, TH, train=(tsteps, creep))["criteria"]["train_divergence"][
+        "triggered"]
+
+
+def test_gradient_explosion():
+    rng = np.random.default_rng(0)
+    steps = np.arange(300)
+    g = 1.0 + 0.3 * rng.random(300)
+    g[:5] = 8.0  # a warm-up transient (< explode_after steps of history): ignored
+    assert not assess([], [], 300, TH, grad_norms=(steps, g))["criteria"]["grad_explosion"][
+        "triggered"]
+    g[150] = 20.0  # a 15x bump: a fluctuation, not an explosion
+    assert not assess([], [], 300, TH, grad_norms=(steps, g))["unstable"]
+    g[200] = 500.0
+    c = assess([], [], 300, TH, grad_norms=(steps, g))["criteria"]["grad_explosion"]
+    assert c["triggered"] and c["step"] == 200
+    g[200] = 1.0
+    g[250] = np.inf
+    assert assess([], [], 300, TH, grad_norms=(steps, g))["criteria"]["grad_explosion"][
+        "step"] == 250
