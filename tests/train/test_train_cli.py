@@ -66,3 +66,33 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, capsys):
     assert rc == 2 and "lax.cond" in err
     rc = train_command(str(tmp_path / "missing.toml"), {})
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_tensorboard_writer_when_installed(tmp_path, monkeypatch):
+    """With tensorboardX importable, scalars also go to TensorBoard (a stand-in module records
+    the calls; the real package is an optional extra)."""
+    import sys
+    import types
+
+    calls = []
+
+    class SummaryWriter:
+        def __init__(self, logdir):
+            calls.append(("open", logdir))
+
+        def add_scalar(self, k, v, step):
+            calls.append((k, v, step))
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", types.SimpleNamespace(
+        SummaryWriter=SummaryWriter))
+    from jaxspectra.train.metrics import MetricsWriter
+
+    w = MetricsWriter(tmp_path)
+    w.write(3, {"loss": 2.5, "lr": np.float32(0.1), "spectrum": np.arange(3.0)})
+    w.close()
+    assert calls[0] == ("open", str(tmp_path / "tb")) and ("loss", 2.5, 3) in calls
+    assert any(c[0] == "lr" and abs(c[1] - 0.1) < 1e-7 for c in calls) and calls[-1] == ("close",)
+    assert not any(c[0] == "spectrum" for c in calls)  # arrays go to arrays/, not scalars
