@@ -96,3 +96,30 @@ def test_tensorboard_writer_when_installed(tmp_path, monkeypatch):
     assert calls[0] == ("open", str(tmp_path / "tb")) and ("loss", 2.5, 3) in calls
     assert any(c[0] == "lr" and abs(c[1] - 0.1) < 1e-7 for c in calls) and calls[-1] == ("close",)
     assert not any(c[0] == "spectrum" for c in calls)  # arrays go to arrays/, not scalars
+
+
+def test_custom_hook_emits_into_metrics(tmp_path):
+    """A user's host hook runs after every ``every``-th update and its records land in
+    metrics.jsonl under their step (the README's example, on the test stand-ins)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _train_standins import ToyLM, base_config
+
+    from jaxspectra.train import Hook, train
+    from jaxspectra.train.config import from_dict
+
+    seen = []
+
+    class Probe(Hook):
+        every = 4
+
+        def __call__(self, info):
+            seen.append(info.step)
+            info.control.emit(info.step, {"probe/step_seen": info.step})
+
+    res = train(from_dict(base_config(tmp_path / "r", steps=10, run={"num_devices": 1})),
+                dataset=ToyLM(), eval_dataset=ToyLM(offset=5), hooks=[Probe()])
+    assert seen == [4, 8]
+    recs = [r for r in read_jsonl(res.run_dir / "metrics.jsonl") if "probe/step_seen" in r]
+    assert [(r["step"], r["probe/step_seen"]) for r in recs] == [(4, 4), (8, 8)]
