@@ -28,7 +28,7 @@ PEAK_MEASURED, PEAK_SPEC = 790.0, 989.0
 def _jax_candidate(quick: bool):
     from jaxspectra.train.config import from_dict
     from jaxspectra.train.engine import Engine
-    from jaxspectra.train.resume import flops_per_token
+    from jaxspectra.train.resume import run_flops_per_token
     from jaxspectra.train.setup import setup
 
     if quick:
@@ -63,7 +63,7 @@ def _jax_candidate(quick: bool):
     def fwd_bwd():
         return grad(state[0].params, batch[0], batch[1], jax.random.PRNGKey(0))
 
-    flops_tok = flops_per_token(s)
+    flops_tok = run_flops_per_token(s)
     return step, fwd_bwd, flops_tok, s.model_config, B, T
 
 

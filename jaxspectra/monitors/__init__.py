@@ -17,9 +17,9 @@ module                 what
 
 from jaxspectra.monitors.attention import (
     AttentionMonitor,
-    attention_logits,
     attention_metrics,
     softmax_row_stats,
+    sown_attention_logits,
 )
 from jaxspectra.monitors.base import DeviceMonitor, HostMonitor
 from jaxspectra.monitors.grad_norms import GradNormMonitor, grad_norm_metrics, grad_norm_monitor
@@ -55,7 +55,7 @@ __all__ = [
     "HostSpectralMonitor",
     "JacobianMonitor",
     "SpectralMonitor",
-    "attention_logits",
+    "sown_attention_logits",
     "attention_metrics",
     "build_monitors",
     "chain_jacobian_stats",

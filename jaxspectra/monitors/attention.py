@@ -31,7 +31,7 @@ then examples, then layers (the paper uses the [CLS] row: ``rows=0``; default: a
 since R spans many decades its mean is formed as logsumexp(log R) − log N and reported as
 ``log10``. Everything else is averaged in the same order.
 
-:func:`attention_logits` reads the pre-softmax scores each attention layer of a
+:func:`sown_attention_logits` reads the pre-softmax scores each attention layer of a
 :mod:`jaxspectra.models` model sows on its probabilities path (one forward pass); a test checks
 that their softmax is the model's ``aux["attention"]``.
 """
@@ -184,7 +184,7 @@ def attention_metrics(logits: list[jax.Array], causal: bool = True,
     return out
 
 
-def attention_logits(module: Any, params: Any, tokens: jax.Array) -> list[jax.Array]:
+def sown_attention_logits(module: Any, params: Any, tokens: jax.Array) -> list[jax.Array]:
     """Pre-softmax scores ``[B, H, T, T]`` of every attention layer of a
     :mod:`jaxspectra.models` model (``q kᵀ/√d_h`` after RoPE, unmasked), in layer order: the
     scores each ``Attention`` layer sows (``intermediates/…/attention_logits``) on its
@@ -216,5 +216,5 @@ class AttentionMonitor:
 
     def __call__(self, params: Any, batch: Any, state: Any):
         tokens = self.probe if self.probe is not None else batch[0]
-        logits = attention_logits(self.module, params, tokens)
+        logits = sown_attention_logits(self.module, params, tokens)
         return attention_metrics(logits, self.causal, self.rows), state

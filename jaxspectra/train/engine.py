@@ -26,9 +26,9 @@ from jaxspectra.train.setup import Setup
 from jaxspectra.train.state import (
     Optimizer,
     TrainState,
-    build_optimizer,
-    init_params,
+    init_model_params,
     lr_multiplier_tree,
+    optimizer_from_section,
 )
 from jaxspectra.train.step import lm_loss, make_eval_step, make_train_step
 
@@ -59,7 +59,7 @@ class Engine:
         self.s, self.members, self.swept = s, members, dict(swept_hparams or {})
         self.loss_fn = partial(lm_loss, s.module.apply)
         mults = lr_multiplier_tree(s.model_config, s.abstract_params)
-        self.opt: Optimizer = build_optimizer(
+        self.opt: Optimizer = optimizer_from_section(
             cfg.optim, cfg.train.steps, s.abstract_params, mults,
             spectral_every=cfg.monitors.spectral_every, swept=swept_hparams)
         lead = 0 if members is None else 1
@@ -85,7 +85,7 @@ class Engine:
     def _init_one(self, key: jax.Array) -> TrainState:
         s = self.s
         k_init, k_train = jax.random.split(key)
-        params = init_params(s.module, k_init, s.cfg.data.seq_len)
+        params = init_model_params(s.module, k_init, s.cfg.data.seq_len)
         params = prepare_params(s.cfg.optim.name, params, **s.cfg.optim.options)
         return TrainState(jnp.zeros((), jnp.int32), params, self.opt.tx.init(params), k_train)
 

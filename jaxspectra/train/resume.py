@@ -90,7 +90,7 @@ def _check_compatible(cfg: Config) -> Callable[[dict], None]:
     return check
 
 
-def flops_per_token(s: Setup) -> float:
+def run_flops_per_token(s: Setup) -> float:
     """The models package's formula for GPT configs, else ``6·N + 12·L·T·d``."""
     mc, T = s.model_config, s.cfg.data.seq_len
     if isinstance(mc, models.GPTConfig):
@@ -147,4 +147,4 @@ def open_run(s: Setup, engine: Any) -> Run:
         return {"step": step, "data_position": step, "seed": cfg.run.seed, "config": to_dict(cfg)}
 
     initial = {f"params/{k}": v for k, v in counts.items()} if start == 0 else None
-    return Run(state, start, resumed, ckpt, meta, counts, flops_per_token(s), peak, initial)
+    return Run(state, start, resumed, ckpt, meta, counts, run_flops_per_token(s), peak, initial)

@@ -21,7 +21,7 @@ from jaxspectra.train import sharding as shd
 from jaxspectra.train.config import Config, ConfigError
 from jaxspectra.train.monitor_hooks import config_monitors
 from jaxspectra.train.state import (
-    init_params,
+    init_model_params,
     lr_multiplier_tree,
     model_from_section,
     validate_optimizer,
@@ -128,7 +128,7 @@ def setup(cfg: Config, *, model: tuple[Any, Any] | None = None, dataset: Any = N
     if isinstance(vocab, int) and isinstance(dvocab, int) and dvocab > vocab:
         raise ConfigError(f"the data's vocabulary ({dvocab}) is larger than model vocab_size="
                           f"{vocab}; set model.options.vocab_size")
-    abstract_params = jax.eval_shape(partial(init_params, module, seq_len=d.seq_len),
+    abstract_params = jax.eval_shape(partial(init_model_params, module, seq_len=d.seq_len),
                                      jax.random.PRNGKey(0))
     validate_optimizer(cfg.optim, cfg.train.steps, abstract_params,
                        lr_multiplier_tree(mcfg, abstract_params))

@@ -71,7 +71,7 @@ def model_from_section(cfg: ModelSection, seq_len: int | None = None) -> tuple[A
     return module, mcfg
 
 
-def init_params(module: Any, rng: jax.Array, seq_len: int) -> Any:
+def init_model_params(module: Any, rng: jax.Array, seq_len: int) -> Any:
     """``module.init`` on a dummy token batch; returns the full variables dict."""
     return module.init(rng, jnp.zeros((1, seq_len), jnp.int32))
 
@@ -139,7 +139,7 @@ class Optimizer:
         return opt_state._replace(hyperparams=hp)
 
 
-def build_optimizer(
+def optimizer_from_section(
     cfg: OptimSection, total_steps: int, params: Any, mults: Any | None = None,
     spectral_every: int = 0, swept: dict[str, float] | None = None,
 ) -> Optimizer:
@@ -226,7 +226,7 @@ def validate_optimizer(cfg: OptimSection, total_steps: int, abstract_params: Any
                        mults: Any | None = None) -> None:
     """Build the optimiser on abstract params (no compute) to surface bad names/options early."""
     try:
-        opt = build_optimizer(cfg, total_steps, abstract_params, mults)
+        opt = optimizer_from_section(cfg, total_steps, abstract_params, mults)
         jax.eval_shape(opt.tx.init, abstract_params)
     except ConfigError:
         raise

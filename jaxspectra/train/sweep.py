@@ -58,13 +58,13 @@ from jaxspectra.train.config import (
 from jaxspectra.train.engine import Engine
 from jaxspectra.train.hooks import Hook
 from jaxspectra.train.loop import run_loop
-from jaxspectra.train.resume import flops_per_token
+from jaxspectra.train.resume import run_flops_per_token
 from jaxspectra.train.setup import Setup, setup
 from jaxspectra.train.state import (
     SWEEPABLE_OPTIM,
     TrainState,
     hyperparams,
-    init_params,
+    init_model_params,
     is_paper004,
     model_from_section,
 )
@@ -110,7 +110,7 @@ def member_config(cfg: Config, member: dict[str, Any]) -> Config:
 
 
 def _abstract_params(cfg: Config, module) -> Any:
-    return jax.eval_shape(partial(init_params, module, seq_len=cfg.data.seq_len),
+    return jax.eval_shape(partial(init_model_params, module, seq_len=cfg.data.seq_len),
                           jax.random.PRNGKey(0))
 
 
@@ -197,7 +197,7 @@ def sweep(cfg: Config, *, model: tuple[Any, Any] | None = None, dataset: Any = N
     history = History()
     evaluate = Evaluate(lambda p: eng.evaluate(p, seeds), cfg.train.eval_every, history)
     slow: list[Hook] = [evaluate] if cfg.data.eval_batches > 0 else []
-    tput = Throughput(M * B * T, flops_per_token(s), None, slow)
+    tput = Throughput(M * B * T, run_flops_per_token(s), None, slow)
     nonfinite = StopOnNonFinite(True)
     hooks: list[Hook] = [tput, history, nonfinite, *slow,
                          MetricsLog(s.run_dir, cfg.train.log_every, steps, members=M)]

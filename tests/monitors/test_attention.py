@@ -80,7 +80,7 @@ def test_model_logits_and_app_k_aggregation(name):
     model, cfg = get_model(name)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 6), 0, cfg.vocab_size)
     params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens)
-    logits = at.attention_logits(model, params, tokens)
+    logits = at.sown_attention_logits(model, params, tokens)
     _, aux = model.apply(params, tokens, return_attention=True)
     mask = np.tril(np.ones((6, 6), bool))
     for lg, p in zip(logits, aux["attention"]):  # the captured scores are the model's

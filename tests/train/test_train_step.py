@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspectra.train.config import OptimSection
-from jaxspectra.train.state import TrainState, build_optimizer
+from jaxspectra.train.state import TrainState, optimizer_from_section
 from jaxspectra.train.step import make_train_step
 
 RNG = np.random.default_rng(0)
@@ -27,7 +27,7 @@ def loss_fn(params, x, y, rng):
 def _step(clip=0.0, accum=1, mults=None, lr=0.1):
     cfg = OptimSection(name="sgd", learning_rate=lr, clip_norm=clip,
                        options={"momentum": 0.0})
-    opt = build_optimizer(cfg, 10, P, mults)
+    opt = optimizer_from_section(cfg, 10, P, mults)
     state = TrainState(jnp.int32(0), P, opt.tx.init(P), jax.random.PRNGKey(0))
     step = jax.jit(make_train_step(loss_fn, opt, accum))
     new, metrics, _, _ = step(state, (X, Y))
@@ -82,7 +82,7 @@ def test_lr_multipliers_scale_updates():
 
 def test_per_step_key_is_fold_in_of_step():
     cfg = OptimSection(name="sgd", learning_rate=0.1, clip_norm=0.0, options={"momentum": 0.0})
-    opt = build_optimizer(cfg, 10, P, None)
+    opt = optimizer_from_section(cfg, 10, P, None)
     key = jax.random.PRNGKey(7)
     state = TrainState(jnp.int32(5), P, opt.tx.init(P), key)
     out = jax.jit(make_train_step(
@@ -95,7 +95,7 @@ def test_logged_lr_is_the_applied_one():
     """The LR in the metrics is read from the optimiser state: peak × schedule at this step."""
     cfg = OptimSection(name="sgd", learning_rate=0.5, clip_norm=0.0, schedule="cosine",
                        warmup_steps=4, options={"momentum": 0.0})
-    opt = build_optimizer(cfg, 10, P, None)
+    opt = optimizer_from_section(cfg, 10, P, None)
     state = TrainState(jnp.int32(0), P, opt.tx.init(P), jax.random.PRNGKey(0))
     step = jax.jit(make_train_step(loss_fn, opt))
     g = jax.grad(loss_fn)(P, X, Y, None)
