@@ -379,7 +379,7 @@ def simulate(cfg: dict[str, Any], seed: int) -> tuple[S.Task, S.Trajectory]:
     """Task and GD trajectory of one seed (task and init from ``fold_in(key(seed), ·)``)."""
     root = jax.random.key(seed)
     task = S.make_task(jax.random.fold_in(root, 0), cfg["n"], cfg["d"], cfg["C"])
-    p0 = S.init_params(jax.random.fold_in(root, 1), cfg["d"], cfg["sigma"])
+    p0 = S.small_init(jax.random.fold_in(root, 1), cfg["d"], cfg["sigma"])
     return task, S.run_gd(p0, task, cfg["eta"], cfg["steps"], cfg["curvature_points"])
 
 

@@ -102,7 +102,7 @@ def make_task(key: jax.Array, n: int, d: int, C: int, wc_std: float | None = Non
     return Task(X, y, W_C)
 
 
-def init_params(key: jax.Array, d: int, sigma: float) -> Params:
+def small_init(key: jax.Array, d: int, sigma: float) -> Params:
     """§4.1 small init: every entry of W_Q, W_K, W_V ~ N(0, σ²) (float64)."""
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be positive and finite, got {sigma}")
@@ -156,7 +156,7 @@ def forward(params: Params, X: jax.Array, W_C: jax.Array) -> dict[str, jax.Array
             "logP": jax.nn.log_softmax(Z, axis=-1)}
 
 
-def loss(params: Params, task: Task) -> jax.Array:
+def task_loss(params: Params, task: Task) -> jax.Array:
     """Eq. 2: ``L = −(1/n) Σ_i log P_{i, y_i}``."""
     logP = forward(params, task.X, task.W_C)["logP"]
     return -jnp.mean(jnp.take_along_axis(logP, task.y[:, None], axis=1))
@@ -243,7 +243,7 @@ def _svals(params: Params) -> jax.Array:
 def _curvature(task: Task, params: Params, g: Params, eta: jax.Array,
                points: int) -> jax.Array:
     """max over s ∈ linspace(0, 1, points) of gᵀ∇²L(θ − sηg)g/‖g‖² (Hessian–vector products)."""
-    grad_fn = jax.grad(lambda p: loss(p, task))
+    grad_fn = jax.grad(lambda p: task_loss(p, task))
     gn2 = _flat_norm(g) ** 2
 
     def at(s):
@@ -280,7 +280,7 @@ def _scan(p0: Params, task: Task, eta: jax.Array, steps: int, points: int):
     g0 = {k: jnp.zeros_like(p0[k]) for k in NAMES}
     (pT, gT), rec = jax.lax.scan(step, (p0, g0), None, length=steps)
     gTT = closed_form_grads(pT, task)
-    return rec, loss(pT, task), _svals(pT), _flat_norm({k: gTT[k] - gT[k] for k in NAMES})
+    return rec, task_loss(pT, task), _svals(pT), _flat_norm({k: gTT[k] - gT[k] for k in NAMES})
 
 
 @float64

@@ -29,14 +29,14 @@ N, D, C = 5, 4, 3
 
 def _setup(sigma=0.3, seed=0, n=N, d=D, c=C):
     task = S.make_task(jax.random.key(seed), n, d, c)
-    params = S.init_params(jax.random.key(seed + 1), d, sigma)
+    params = S.small_init(jax.random.key(seed + 1), d, sigma)
     return task, params
 
 
 def test_closed_form_gradients_match_jax_grad():
     with x64_scope():
         task, params = _setup(sigma=0.7)
-        g = jax.jit(jax.grad(lambda p: S.loss(p, task)))(params)
+        g = jax.jit(jax.grad(lambda p: S.task_loss(p, task)))(params)
         cf = jax.jit(lambda p: S.closed_form_grads(p, task))(params)
         for k in S.NAMES:  # float64, O(10) flops per entry: round-off ~1e-15 relative
             np.testing.assert_allclose(cf[k], g[k], rtol=1e-10, atol=1e-13)
@@ -76,12 +76,12 @@ def test_run_gd_matches_python_loop_svd_curvature_and_gaps():
     tr = S.run_gd(params, task, eta, steps, curvature_points=3)
     with x64_scope():
         p = dict(params)
-        gfun = jax.jit(jax.grad(lambda q: S.loss(q, task)))
+        gfun = jax.jit(jax.grad(lambda q: S.task_loss(q, task)))
         unravel = ravel_pytree(p)[1]
-        Hfun = jax.jit(jax.hessian(lambda th: S.loss(unravel(th), task)))
+        Hfun = jax.jit(jax.hessian(lambda th: S.task_loss(unravel(th), task)))
         fwd = jax.jit(lambda q: S.forward(q, task.X, task.W_C))
         for t in range(steps + 1):
-            assert tr.loss[t] == pytest.approx(float(S.loss(p, task)), rel=1e-12)
+            assert tr.loss[t] == pytest.approx(float(S.task_loss(p, task)), rel=1e-12)
             for j, k in enumerate(S.NAMES):  # float64 SVD (LAPACK) vs XLA's: ~1e-15 relative
                 np.testing.assert_allclose(tr.sv[t, j], np.linalg.svd(np.asarray(p[k]),
                                                                       compute_uv=False),
@@ -213,6 +213,6 @@ def _bad_input_errors():
     with pytest.raises(ValueError, match="non-finite"):
         S.run_gd({**params, "q": params["q"].at[0, 0].set(jnp.nan)}, task, 0.1, 3)
     with pytest.raises(ValueError, match="sigma must be positive"):
-        S.init_params(jax.random.key(0), 3, 0.0)
+        S.small_init(jax.random.key(0), 3, 0.0)
     with pytest.raises(ValueError, match="C"):
         S.make_task(jax.random.key(0), 3, 3, 1)
