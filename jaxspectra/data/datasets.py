@@ -50,7 +50,7 @@ from jaxspectra.data.text import corpus_fingerprint, load_text
 from jaxspectra.data.tokenizer import Tokenizer, get_tokenizer
 
 Batch = tuple[np.ndarray, np.ndarray]
-LM_SOURCES = ("default", "tinyshakespeare", "wikitext2", "pydocs", "shards:<glob>", "synthetic")
+LM_SOURCES = ("default", "tinyshakespeare", "wikitext2", "pydocs", "docs", "shards:<glob>", "synthetic")
 
 
 def _check_positive(value: int, name: str) -> int:
@@ -383,7 +383,8 @@ def build_lm_dataset(
       source: ``"default"`` (stdlib corpus, no data dir), ``"tinyshakespeare"``, ``"wikitext2"``
         (split ``train``/``valid``/``test``/``valid+test``; ``"wikitext2-raw"`` for ``wiki.*.raw``;
         with WordPiece, the word-level files' ``<unk>`` becomes ``[UNK]``: :func:`encode_for_source`),
-        ``"pydocs"`` (Debian ``python3.11-doc``), ``"shards:<glob>"`` (``.bin`` shards; a
+        ``"pydocs"`` (Debian ``python3.11-doc``), ``"docs"`` (``<data_dir>/docs-corpus/``: the
+        Linux and Python documentation, 39 MB, the largest real text offline), ``"shards:<glob>"`` (``.bin`` shards; a
         ``{split}`` in the glob is replaced by ``split``; relative globs are under ``data_dir``
         when given), or ``"synthetic"``.
       data_dir: the data directory (or ``$JAXSPECTRA_DATA_DIR``).
@@ -408,7 +409,7 @@ def build_lm_dataset(
                          name=f"shards:{pattern}",
                          meta={**meta, "source": source, "files": [str(p) for p in paths]})
     if source in ("tinyshakespeare", "wikitext2", "wikitext-2", "wikitext2-raw", "default",
-                  "pydocs"):
+                  "pydocs", "docs"):
         tok = get_tokenizer(tokenizer, data_dir)
         text = load_text(source, data_dir, split, val_fraction=val_fraction, max_bytes=max_bytes)
         ids = encode_for_source(tok, text, source)

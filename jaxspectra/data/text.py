@@ -4,6 +4,10 @@ Each reader returns one ``str``; :func:`load_text` picks a source and a split by
 
 Splits:
 
+* ``docs`` (the largest real English text offline: ``<data_dir>/docs-corpus/*.txt.gz``, the Linux
+  and Python documentation sources, 39 MB) has no official split either; each file is split
+  separately (its first ``1 - val_fraction`` to ``"train"``, its tail to ``"val"``) so both splits
+  hold both documents.
 * ``tinyshakespeare``, ``default``, ``pydocs`` have no official split: ``"train"`` is the first
   ``1 - val_fraction`` of the characters, ``"val"`` the rest (nanoGPT's ``shakespeare_char``
   split, 0.9/0.1), ``"all"`` everything.
@@ -41,7 +45,9 @@ PYDOCS_DIR = Path(f"/usr/share/doc/python3.{sys.version_info.minor}/html/_source
 PYDOCS_FALLBACK_DIRS = (Path("/usr/share/doc/python3.11/html/_sources"),)
 _SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__", "test", "tests",
                         "idle_test"})
-TEXT_SOURCES = ("default", "tinyshakespeare", "wikitext2", "pydocs")
+TEXT_SOURCES = ("default", "tinyshakespeare", "wikitext2", "pydocs", "docs")
+#: ``<data_dir>/docs-corpus/``: the Linux 6.12 and Python 3.11 documentation sources (39 MB).
+DOCS_CORPUS_DIR = "docs-corpus"
 _WT_SPLITS = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid",
               "test": "test"}
 
@@ -203,6 +209,36 @@ def read_python_docs(
     return "".join(chunks)
 
 
+def read_docs_corpus(
+    data_dir: str | os.PathLike | None = None, split: str = "all", val_fraction: float = 0.1,
+    max_bytes: int | None = None,
+) -> str:
+    """The documentation corpus: every ``*.txt`` / ``*.txt.gz`` under ``<data_dir>/docs-corpus/``.
+
+    Files are read in sorted name order; each is split on its own (:func:`split_text`) and the
+    pieces concatenated, so ``"train"`` and ``"val"`` both sample every document. ``max_bytes``
+    caps each file's text before the split (for quick runs).
+    """
+    import gzip
+
+    root = resolve_data_dir(data_dir, "the docs corpus", LM_ALTERNATIVE) / DOCS_CORPUS_DIR
+    files = sorted([*root.glob("*.txt"), *root.glob("*.txt.gz")]) if root.is_dir() else []
+    if not files:
+        raise DataNotFoundError(
+            f"no *.txt or *.txt.gz files under {str(root)!r} (the docs corpus is "
+            f"`{DOCS_CORPUS_DIR}/` in the shared data directory). Alternative: {LM_ALTERNATIVE}."
+        )
+    parts = []
+    for f in files:
+        if f.suffix == ".gz":
+            with gzip.open(f, "rt", encoding="utf-8", errors="replace") as fh:
+                text = fh.read(max_bytes) if max_bytes is not None else fh.read()
+        else:
+            text = _read(f)[:max_bytes]
+        parts.append(split_text(text, split, val_fraction))
+    return "".join(parts)
+
+
 def load_text(
     source: str,
     data_dir: str | os.PathLike | None = None,
@@ -221,6 +257,8 @@ def load_text(
     if source == "pydocs":
         # The installed location (data_dir is not used: call read_python_docs(root) for others).
         return split_text(read_python_docs(None, max_bytes), split, val_fraction)
+    if source == "docs":
+        return read_docs_corpus(data_dir, split, val_fraction, max_bytes)
     if source in ("wikitext2", "wikitext-2", "wikitext2-raw"):
         return read_wikitext2(data_dir, split, raw=raw or source.endswith("-raw"))
     raise ValueError(f"unknown text source {source!r}; known: {', '.join(TEXT_SOURCES)}")

@@ -131,3 +131,29 @@ def test_python_docs_installed_corpus():
     assert headers == files[: len(headers)] and len(got.encode()) <= 200_000
     if text_mod.PYDOCS_DIR.name == "_sources" and "python3.11" in str(root):
         assert len(files) == 497  # README: 497 *.rst.txt files in Debian's python3.11-doc
+
+
+def test_docs_corpus_splits_each_file(tmp_path, monkeypatch):
+    import gzip
+
+    monkeypatch.delenv("JAXSPECTRA_DATA_DIR", raising=False)
+    with pytest.raises(DataNotFoundError, match="--data-dir"):
+        load_text("docs")
+    (tmp_path / "docs-corpus").mkdir()
+    with pytest.raises(DataNotFoundError, match="docs-corpus"):
+        load_text("docs", tmp_path)
+    with gzip.open(tmp_path / "docs-corpus" / "b.txt.gz", "wt") as f:
+        f.write("0123456789")
+    (tmp_path / "docs-corpus" / "a.txt").write_text("abcdefghij")
+    assert load_text("docs", tmp_path, "all") == "abcdefghij0123456789"
+    assert load_text("docs", tmp_path, "train", val_fraction=0.2) == "abcdefgh01234567"
+    assert load_text("docs", tmp_path, "val", val_fraction=0.2) == "ij89"
+    monkeypatch.setenv("JAXSPECTRA_DATA_DIR", str(tmp_path))
+    assert load_text("docs", split="val", val_fraction=0.2, max_bytes=5) == "e4"
+
+
+def test_docs_corpus_real_files():
+    root = need(SHARED / "docs-corpus")
+    got = load_text("docs", root.parent, "val", max_bytes=100_000)
+    assert len(got) == 2 * 10_000 and "Linux" in load_text("docs", root.parent, "all",
+                                                               max_bytes=100_000)
