@@ -18,10 +18,11 @@ import math
 import jax
 import jax.numpy as jnp
 
-from benchmarks.harness import BenchResult, benchmark, time_fn
 from jaxspectra.precision import x64_scope
 from jaxspectra.theory.operators import hp_operator
 from jaxspectra.theory.prompt_attention import loss, predict
+
+from .harness import BenchResult, benchmark, time_fn
 
 QUICK_SIZES = [(16, 8), (64, 16), (256, 32)]
 FULL_SIZES = [(100, 64), (1_000, 128), (10_000, 256), (6_000, 512), (8_000, 512)]

@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import BenchResult, benchmark, time_fn
 from jaxspectra import linalg
+
+from .harness import BenchResult, benchmark, time_fn
 
 METHODS = (
     ("svd", {}),

@@ -33,9 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.harness import BenchResult, benchmark, time_fn
 from jaxspectra import linalg
 from jaxspectra.optim import manifold_muon as mm
+
+from .harness import BenchResult, benchmark, time_fn
 
 AUTHORS_MS = {"stiefel": 1699.0, "dgram": 2540.0}
 AUTHORS_BATCHED_MS = {"stiefel": 356.0, "dgram": 1302.0}

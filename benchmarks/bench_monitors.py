@@ -30,7 +30,6 @@ import time
 import jax
 import jax.numpy as jnp
 
-from benchmarks.harness import BenchResult, benchmark, block, time_fn
 from jaxspectra.monitors import (
     AttentionMonitor,
     HostSpectralMonitor,
@@ -45,6 +44,8 @@ from jaxspectra.train.hooks import Hook
 from jaxspectra.train.loop import run_loop
 from jaxspectra.train.monitor_hooks import HostMonitors, as_step_hook
 from jaxspectra.train.setup import setup
+
+from .harness import BenchResult, benchmark, block, time_fn
 
 
 def _config(quick: bool, run_dir: str):

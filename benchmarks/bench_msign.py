@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from benchmarks.bench_linalg import adaptive_time
-from benchmarks.harness import BenchResult, benchmark
 from jaxspectra.optim.msign import msign
+
+from .bench_linalg import adaptive_time
+from .harness import BenchResult, benchmark
 
 H100_STEP_MS = 33.7  # GPT-2 small fwd+bwd, B=16, T=1024, bf16 cuDNN attention (notes)
 

@@ -20,7 +20,7 @@ import tempfile
 
 import jax
 
-from benchmarks.harness import BenchResult, benchmark, time_fn
+from .harness import BenchResult, benchmark, time_fn
 
 PEAK_MEASURED, PEAK_SPEC = 790.0, 989.0
 

@@ -21,7 +21,7 @@ import time
 
 import jax
 
-from benchmarks.harness import BenchResult, benchmark, block
+from .harness import BenchResult, benchmark, block
 
 
 class _SecondBackwardGradNorm:

@@ -8,7 +8,7 @@ are delimited by HTML comments, so re-running one benchmark replaces only its se
 
 Example (a benchmark module)::
 
-    from benchmarks.harness import BenchResult, benchmark, time_fn
+    from jaxspectra.benchmarks.harness import BenchResult, benchmark, time_fn
 
     @benchmark("adamw_vs_sgd", "optax.adamw update vs optax.sgd update")
     def run(quick: bool) -> BenchResult:

@@ -1,6 +1,6 @@
-"""Entry point: ``python -m benchmarks.run [NAME ...] [--quick]`` (or ``jaxspectra bench``).
+"""Entry point: ``jaxspectra bench [NAME ...] [--quick]`` (or ``python -m jaxspectra.benchmarks.run``).
 
-Discovers every ``benchmarks/bench_*.py``, runs the named benchmarks (all when none is named) and
+Discovers every ``benchmarks/bench_*.py`` (installed as ``jaxspectra.benchmarks``), runs the named benchmarks (all when none is named) and
 writes their sections into ``docs/benchmarks.md``. ``--quick`` shrinks sizes for a CPU sanity run.
 """
 
@@ -14,15 +14,14 @@ import sys
 import traceback
 from pathlib import Path
 
-from benchmarks import harness
+from . import harness
 
 
 def discover() -> None:
-    import benchmarks
-
-    for info in pkgutil.iter_modules(benchmarks.__path__):
+    package = importlib.import_module(__package__ or "jaxspectra.benchmarks")
+    for info in pkgutil.iter_modules(package.__path__):
         if info.name.startswith("bench_"):
-            importlib.import_module(f"benchmarks.{info.name}")
+            importlib.import_module(f"{package.__name__}.{info.name}")
 
 
 def main(names: list[str] | None = None, out: str = "docs/benchmarks.md", quick: bool = False) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from experiments import _softmax
+from . import _softmax
 
 DESCRIPTION = "paper 001 Fig. 1: GD slows with attention sparsity R when under-parameterised"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from experiments import _softmax
+from . import _softmax
 
 DESCRIPTION = "paper 001 Fig. 7: under-parameterised GD vs R swept over > 5 orders of magnitude"
 

@@ -8,7 +8,8 @@ Subcommands::
   jaxspectra sweep --config FILE [--set a.b=value ...]
   jaxspectra bench [NAME ...] [--out docs/benchmarks.md] [--quick]
 
-Experiments are the modules of the top-level ``experiments`` package; each defines ``PRESETS``
+Experiments are the modules of ``jaxspectra.experiments`` (the repository's ``experiments/`` folder,
+installed under the package's name: pyproject's ``package-dir``); each defines ``PRESETS``
 (a dict whose keys include ``smoke`` and ``full``), a one-line ``DESCRIPTION`` and
 ``run(preset, out_dir, overrides) -> dict``. They are discovered, not registered by hand.
 """
@@ -23,13 +24,13 @@ from pathlib import Path
 
 
 def _experiment_modules() -> dict[str, str]:
-    import experiments
+    from jaxspectra import experiments
 
     names = {}
     for info in pkgutil.iter_modules(experiments.__path__):
         if info.name.startswith("_") or info.name == "common":
             continue
-        names[info.name] = f"experiments.{info.name}"
+        names[info.name] = f"jaxspectra.experiments.{info.name}"
     return names
 
 
@@ -92,7 +93,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks import run as bench_run
+    from jaxspectra.benchmarks import run as bench_run
 
     return bench_run.main(args.names, out=args.out, quick=args.quick)
 

@@ -34,8 +34,8 @@ import os
 
 import matplotlib.pyplot as plt
 import numpy as np
+from jaxspectra.experiments import sosd_theory as E
 
-from experiments import sosd_theory as E
 from jaxspectra.theory import sosd_one_layer as S
 
 SIZE = os.environ.get("JAXSPECTRA_NB_SIZE", "full")

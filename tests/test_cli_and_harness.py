@@ -1,7 +1,7 @@
 import jax.numpy as jnp
 import pytest
+from jaxspectra.benchmarks import harness
 
-from benchmarks import harness
 from jaxspectra import cli
 from jaxspectra.precision import float64
 
@@ -45,7 +45,7 @@ def test_bad_override_is_a_clean_error():
 
 def test_every_benchmark_module_registers():
     """Each benchmarks/bench_*.py registers its benchmarks under the names the docs cite."""
-    from benchmarks import run as bench_run
+    from jaxspectra.benchmarks import run as bench_run
 
     bench_run.discover()
     expected = {"hessian_hp", "sign_methods", "sign_amortised", "msign_cost", "manifold_muon",
@@ -56,7 +56,7 @@ def test_every_benchmark_module_registers():
 
 
 def test_bench_unknown_name_is_an_error(capsys):
-    from benchmarks import run as bench_run
+    from jaxspectra.benchmarks import run as bench_run
 
     assert bench_run.main(["no_such_benchmark"], out="/dev/null") == 2
     assert "unknown benchmark" in capsys.readouterr().err

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from jaxspectra.experiments import sosd_theory as E
 
-from experiments import sosd_theory as E
 from jaxspectra import cli
 
 RESULTS = ("lemma_a4", "thm45_epsilon", "sosd_onset", "phase1_corrected", "two_phase",
