@@ -98,7 +98,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jaxspectra import __version__
+
     p = argparse.ArgumentParser(prog="jaxspectra", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"jaxspectra {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("reproduce", help="run a paper experiment")

@@ -60,3 +60,12 @@ def test_bench_unknown_name_is_an_error(capsys):
 
     assert bench_run.main(["no_such_benchmark"], out="/dev/null") == 2
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    import jaxspectra
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jaxspectra {jaxspectra.__version__}"
