@@ -6,7 +6,7 @@ Subcommands::
   jaxspectra list                      # the reproducible experiments and their presets
   jaxspectra train --config FILE [--set a.b=value ...]
   jaxspectra sweep --config FILE [--set a.b=value ...]
-  jaxspectra bench [NAME ...] [--out docs/benchmarks.md] [--quick]
+  jaxspectra bench [NAME ...] [--out runs/benchmarks] [--quick] [--update-docs [FILE]]
 
 Experiments are the modules of the top-level ``experiments`` package; each defines ``PRESETS``
 (a dict whose keys include ``smoke`` and ``full``), a one-line ``DESCRIPTION`` and
@@ -94,7 +94,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import run as bench_run
 
-    return bench_run.main(args.names, out=args.out, quick=args.quick)
+    return bench_run.main(args.names, out=args.out, quick=args.quick,
+                          update_docs=args.update_docs)
+
+
+BENCH_OUT = "runs/benchmarks"
+BENCH_DOCS = "docs/benchmarks.md"
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``jaxspectra bench`` (also ``python -m benchmarks.run``)."""
+    p.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    p.add_argument("--out", default=BENCH_OUT,
+                   help=f"output directory for NAME.md / NAME.json (default {BENCH_OUT})")
+    p.add_argument("--quick", action="store_true", help="small sizes (CPU sanity check)")
+    p.add_argument("--update-docs", nargs="?", const=BENCH_DOCS, default=None, metavar="FILE",
+                   help=f"also replace the sections in FILE (default {BENCH_DOCS}); a CPU or "
+                        "--quick run never replaces an accelerator's full-size section")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,10 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--set", action="append", metavar="A.B=VALUE")
         t.set_defaults(func=func)
 
-    b = sub.add_parser("bench", help="run named benchmarks and write docs/benchmarks.md")
-    b.add_argument("names", nargs="*")
-    b.add_argument("--out", default="docs/benchmarks.md")
-    b.add_argument("--quick", action="store_true", help="small sizes (CPU sanity check)")
+    b = sub.add_parser("bench", help="run named benchmarks (outputs in runs/benchmarks; "
+                                     "--update-docs to update docs/benchmarks.md)")
+    add_bench_arguments(b)
     b.set_defaults(func=_cmd_bench)
     return p
 
