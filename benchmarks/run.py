@@ -1,12 +1,12 @@
-"""Entry point: ``python -m benchmarks.run [NAME ...] [--quick] [--out DIR] [--update-docs [FILE]]``
+"""Entry point: ``python -m benchmarks.run [NAME ...] [--quick] [--out DIR] [--update-docs]``
 (or ``jaxspectra bench``).
 
 Discovers every ``benchmarks/bench_*.py`` and runs the named benchmarks (all when none is named).
 Each result goes to its **own output directory** (default ``runs/benchmarks/``): ``<name>.md``
 (the markdown section, naming the device) and ``<name>.json`` (device, rows, notes).
-``docs/benchmarks.md`` is touched only with ``--update-docs`` (or ``--update-docs FILE``), and even
-then a CPU run never replaces a section measured on a GPU/TPU, nor a ``--quick`` run a full-size
-one: that section is left as it is, the reason printed, and the exit status is 1.
+``docs/benchmarks.md`` is touched only with ``--update-docs`` (another file: ``--docs-file``),
+and even then a CPU run never replaces a section measured on a GPU/TPU, nor a ``--quick`` run a
+full-size one: that section is left as it is, the reason printed, and the exit status is 1.
 ``--quick`` shrinks sizes for a CPU sanity run.
 """
 
@@ -99,7 +99,7 @@ def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_bench_arguments(p)
     a = p.parse_args(argv)
-    return main(a.names, a.out, a.quick, a.update_docs)
+    return main(a.names, a.out, a.quick, a.docs_file if a.update_docs else None)
 
 
 if __name__ == "__main__":

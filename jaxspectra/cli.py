@@ -6,7 +6,7 @@ Subcommands::
   jaxspectra list                      # the reproducible experiments and their presets
   jaxspectra train --config FILE [--set a.b=value ...]
   jaxspectra sweep --config FILE [--set a.b=value ...]
-  jaxspectra bench [NAME ...] [--out runs/benchmarks] [--quick] [--update-docs [FILE]]
+  jaxspectra bench [NAME ...] [--out runs/benchmarks] [--quick] [--update-docs [--docs-file F]]
 
 Experiments are the modules of the top-level ``experiments`` package; each defines ``PRESETS``
 (a dict whose keys include ``smoke`` and ``full``), a one-line ``DESCRIPTION`` and
@@ -95,7 +95,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import run as bench_run
 
     return bench_run.main(args.names, out=args.out, quick=args.quick,
-                          update_docs=args.update_docs)
+                          update_docs=args.docs_file if args.update_docs else None)
 
 
 BENCH_OUT = "runs/benchmarks"
@@ -108,9 +108,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=BENCH_OUT,
                    help=f"output directory for NAME.md / NAME.json (default {BENCH_OUT})")
     p.add_argument("--quick", action="store_true", help="small sizes (CPU sanity check)")
-    p.add_argument("--update-docs", nargs="?", const=BENCH_DOCS, default=None, metavar="FILE",
-                   help=f"also replace the sections in FILE (default {BENCH_DOCS}); a CPU or "
-                        "--quick run never replaces an accelerator's full-size section")
+    p.add_argument("--update-docs", action="store_true",
+                   help="also replace the benchmarks' sections in --docs-file; a CPU or --quick "
+                        "run never replaces an accelerator's full-size section")
+    p.add_argument("--docs-file", default=BENCH_DOCS,
+                   help=f"the file --update-docs updates (default {BENCH_DOCS})")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -102,6 +102,11 @@ def test_bench_writes_its_own_directory_not_the_docs(toy_bench, tmp_path, monkey
     assert rec["device"] == CPU_DEVICE and rec["quick"] is True and rec["rows"]
     assert cli.main(["bench", "toy", "--out", str(tmp_path / "elsewhere")]) == 0
     assert (tmp_path / "elsewhere" / "toy.md").exists() and docs.read_text() == before
+    # through the command line: --update-docs (docs/benchmarks.md by default) still refuses
+    assert cli.main(["bench", "--update-docs", "toy"]) == 1 and docs.read_text() == before
+    other = tmp_path / "other.md"
+    assert cli.main(["bench", "toy", "--update-docs", "--docs-file", str(other)]) == 0
+    assert harness.find_section(other, "toy") is not None
 
 
 def test_bench_cpu_run_never_replaces_a_gpu_section(toy_bench, tmp_path, capsys):
