@@ -2,15 +2,20 @@
 
 Subcommands::
 
-  jaxspectra reproduce NAME [--preset smoke|full] [--out DIR] [--set key=value ...]
+  jaxspectra reproduce NAME [--preset smoke|full] [--out DIR] [--data-dir DIR] [--set k=v ...]
   jaxspectra list                      # the reproducible experiments and their presets
-  jaxspectra train --config FILE [--set a.b=value ...]
-  jaxspectra sweep --config FILE [--set a.b=value ...]
+  jaxspectra train --config FILE [--data-dir DIR] [--set a.b=value ...]
+  jaxspectra sweep --config FILE [--data-dir DIR] [--set a.b=value ...]
   jaxspectra bench [NAME ...] [--out runs/benchmarks] [--quick] [--update-docs [--docs-file F]]
 
 Experiments are the modules of the top-level ``experiments`` package; each defines ``PRESETS``
 (a dict whose keys include ``smoke`` and ``full``), a one-line ``DESCRIPTION`` and
 ``run(preset, out_dir, overrides) -> dict``. They are discovered, not registered by hand.
+
+Data: ``--data-dir DIR`` sets ``$JAXSPECTRA_DATA_DIR`` for the run (the one setting every loader
+and experiment reads, :mod:`jaxspectra.data._paths`; a config's explicit ``data.data_dir`` still
+wins for ``train`` / ``sweep``). Smoke presets need no data directory; a missing one, or data
+missing from it, ends in one line naming ``--data-dir``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from jaxspectra.data._paths import DataNotFoundError, data_dir_env
 
 
 def _experiment_modules() -> dict[str, str]:
@@ -53,7 +61,21 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _with_data_dir(args: argparse.Namespace, fn: Callable[[], int]) -> int:
+    """Run ``fn`` with ``--data-dir`` as ``$JAXSPECTRA_DATA_DIR``; missing data → one line, 2."""
+    try:
+        with data_dir_env(args.data_dir):
+            return fn()
+    except DataNotFoundError as err:
+        print(f"jaxspectra {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    return _with_data_dir(args, lambda: _reproduce(args))
+
+
+def _reproduce(args: argparse.Namespace) -> int:
     mod = _load_experiment(args.name)
     if args.preset not in mod.PRESETS:
         raise SystemExit(
@@ -82,13 +104,15 @@ def _cmd_list(_: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from jaxspectra.train import cli as train_cli
 
-    return int(train_cli.train_command(args.config, parse_overrides(args.set)) or 0)
+    return _with_data_dir(
+        args, lambda: int(train_cli.train_command(args.config, parse_overrides(args.set)) or 0))
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from jaxspectra.train import cli as train_cli
 
-    return int(train_cli.sweep_command(args.config, parse_overrides(args.set)) or 0)
+    return _with_data_dir(
+        args, lambda: int(train_cli.sweep_command(args.config, parse_overrides(args.set)) or 0))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -96,6 +120,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     return bench_run.main(args.names, out=args.out, quick=args.quick,
                           update_docs=args.docs_file if args.update_docs else None)
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="directory holding the datasets (sets $JAXSPECTRA_DATA_DIR for this run; "
+                        "smoke presets need none)")
 
 
 BENCH_OUT = "runs/benchmarks"
@@ -127,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default="smoke")
     r.add_argument("--out", default=None, help="output directory (default runs/NAME/PRESET)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field")
+    _add_data_dir(r)
     r.set_defaults(func=_cmd_reproduce)
 
     sub.add_parser("list", help="list experiments").set_defaults(func=_cmd_list)
@@ -135,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         t = sub.add_parser(name, help=f"{name} from a config file")
         t.add_argument("--config", required=True)
         t.add_argument("--set", action="append", metavar="A.B=VALUE")
+        _add_data_dir(t)
         t.set_defaults(func=func)
 
     b = sub.add_parser("bench", help="run named benchmarks (outputs in runs/benchmarks; "

@@ -163,3 +163,27 @@ def test_version(capsys):
         cli.main(["--version"])
     assert e.value.code == 0
     assert capsys.readouterr().out.strip() == f"jaxspectra {jaxspectra.__version__}"
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_train_and_sweep_honour_data_dir(command, tmp_path, capsys, monkeypatch):
+    """--data-dir reaches the loaders as $JAXSPECTRA_DATA_DIR (its path shows in the error for a
+    directory without the dataset) and a missing one is one line; the variable is restored."""
+    from pathlib import Path
+
+    from jaxspectra.data._paths import DATA_DIR_ENV
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    smoke = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.toml")
+    rc = cli.main([command, "--config", smoke, "--data-dir", str(tmp_path / "missing")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--data-dir" in err[0] and "missing" in err[0]
+    empty = tmp_path / "empty_data"
+    empty.mkdir()
+    rc = cli.main([command, "--config", smoke, "--data-dir", str(empty), "--set",
+                   "data.source=tinyshakespeare", "--set", f"run.dir={tmp_path / 'run'!s}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "empty_data" in err and "Traceback" not in err
+    import os
+
+    assert DATA_DIR_ENV not in os.environ
