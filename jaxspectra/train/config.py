@@ -301,19 +301,34 @@ def _check_finite(where: str, value: Any) -> None:
                           "value (no setting accepts nan or inf)")
 
 
+def _range_error(key: str, v: Any) -> str | None:
+    """Why ``v`` is outside ``RANGES[key]`` (``None``: inside, or not a number)."""
+    low, inclusive, high, fix = RANGES[key]
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    if key == "optim.weight_decay" and v == UNSET_WEIGHT_DECAY:
+        return None
+    below = low is not None and (v < low if inclusive else v <= low)
+    above = high is not None and v > high
+    if not (below or above):
+        return None
+    rng = (f"{'≥' if inclusive else '>'} {low}" if high is None else
+           f"in {'[' if inclusive else '('}{low}, {high}]")
+    return f"must be {rng}, got {v!r} (fix: {fix})"
+
+
 def _check_ranges(sections: dict[str, Any]) -> None:
-    """:data:`RANGES` (errors) and :data:`ABSURD` (warnings) on the built sections."""
-    for key, (low, inclusive, high, fix) in RANGES.items():
+    """:data:`RANGES` (errors; sweep axes' values too) and :data:`ABSURD` (warnings)."""
+    for key in RANGES:
         sec, field = key.split(".")
-        v = getattr(sections[sec], field)
-        if key == "optim.weight_decay" and v == UNSET_WEIGHT_DECAY:
-            continue
-        below = low is not None and (v < low if inclusive else v <= low)
-        above = high is not None and v > high
-        if below or above:
-            rng = (f"{'≥' if inclusive else '>'} {low}" if high is None else
-                   f"in {'[' if inclusive else '('}{low}, {high}]")
-            raise ConfigError(f"config key {key!r} must be {rng}, got {v!r} (fix: {fix})")
+        why = _range_error(key, getattr(sections[sec], field))
+        if why:
+            raise ConfigError(f"config key {key!r} {why}")
+    for key, values in sections["sweep"].axes.items():
+        for v in values if key in RANGES and isinstance(values, list) else ():
+            why = _range_error(key, v)
+            if why:
+                raise ConfigError(f"sweep axis {key!r}: a value {why}")
     for key, (threshold, why) in ABSURD.items():
         sec, field = key.split(".")
         v = getattr(sections[sec], field)

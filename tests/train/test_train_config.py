@@ -204,6 +204,12 @@ def test_out_of_range_values_are_rejected(key, value, match):
         apply_overrides(Config(), {key: value})
 
 
+def test_out_of_range_sweep_axis_values_are_rejected():
+    with pytest.raises(ConfigError, match=r"sweep axis 'optim\.learning_rate'.*must be > 0"):
+        apply_overrides(Config(), {"sweep.axes.optim.learning_rate": "[1e-3, -1e-3]"})
+    assert apply_overrides(Config(), {"sweep.axes.optim.learning_rate": "[1e-3, 2e-3]"})
+
+
 def test_every_range_names_a_real_key_and_its_default_is_legal():
     """RANGES is checked on the defaults too (a default outside its own range would make every
     config fail), and each entry names an existing field."""
