@@ -8,7 +8,7 @@ jitted and evaluated at the teacher (a zero-residual optimum), where they are eq
 reports their max-abs disagreement relative to ``max|H_p|`` (equal accuracy) and the speed-up.
 The full run ends with a size ``jax.hessian`` cannot hold in memory (caught and noted).
 
-``python -m benchmarks.run hessian_hp --quick`` runs tiny sizes on a CPU.
+``python -m jaxspectra.benchmarks.run hessian_hp --quick`` runs tiny sizes on a CPU.
 """
 
 from __future__ import annotations

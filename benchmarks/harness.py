@@ -1,10 +1,14 @@
-"""The benchmark harness: timing, device naming, registry and the docs/benchmarks.md writer.
+"""The benchmark harness: timing, device naming, registry and the markdown section writer.
 
 A benchmark is a function ``fn(quick: bool) -> BenchResult`` registered with :func:`benchmark`
 in a module ``benchmarks/bench_*.py``. It times a *candidate* beside its *baseline* in the same
 process (:func:`time_fn`: medians after warm-up, ``block_until_ready`` on every output) and
-returns rows; the harness renders them into its own section of ``docs/benchmarks.md`` (sections
-are delimited by HTML comments, so re-running one benchmark replaces only its section).
+returns rows; the harness renders them into a markdown section (:func:`render`, delimited by HTML
+comments, naming the device and whether ``--quick`` sizes were used). ``benchmarks/run.py``
+writes each section to its own output directory; only ``--update-docs`` puts it into
+``docs/benchmarks.md`` (:func:`write_section`), where re-running one benchmark replaces only its
+section and :func:`refuse_replacement` keeps a CPU or ``--quick`` run from replacing a section
+measured on an accelerator at full size.
 
 Example (a benchmark module)::
 
@@ -118,8 +122,13 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def render(name: str, description: str, result: BenchResult, device: str) -> str:
-    """Markdown section for one benchmark."""
+QUICK_MARK = "`--quick` sizes (a sanity run, not a measurement)"
+
+
+def render(name: str, description: str, result: BenchResult, device: str,
+           quick: bool = False) -> str:
+    """Markdown section for one benchmark; its ``Device:`` line names the device (and the
+    platform in parentheses, read back by :func:`section_device`) and marks ``--quick`` runs."""
     cols: list[str] = []
     for row in result.rows:
         for k in row:
@@ -127,7 +136,7 @@ def render(name: str, description: str, result: BenchResult, device: str) -> str
                 cols.append(k)
     lines = [f"<!-- bench:{name} -->", f"## {result.title or name}", "", description, ""]
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines += [f"Device: **{device}**; run {stamp}.", ""]
+    lines += [f"Device: **{device}**; run {stamp}" + (f"; {QUICK_MARK}." if quick else "."), ""]
     if cols:
         lines.append("| " + " | ".join(cols) + " |")
         lines.append("|" + "---|" * len(cols))
@@ -142,20 +151,68 @@ def render(name: str, description: str, result: BenchResult, device: str) -> str
 
 HEADER = """# Benchmarks
 
-Written by `jaxspectra bench` (`python -m benchmarks.run`). Each section times a candidate beside
-its baseline **in the same process** (medians after warm-up, every output synchronised), on the
-device named in the section. Ratios > 1 mean the candidate is faster unless the column says
-otherwise. Re-running one benchmark replaces only its own section.
+Written by `jaxspectra bench --update-docs` (`python -m jaxspectra.benchmarks.run --update-docs`). Each
+section times a candidate beside its baseline **in the same process** (medians after warm-up,
+every output synchronised), on the device named in the section. Ratios > 1 mean the candidate is
+faster unless the column says otherwise. Re-running one benchmark replaces only its own section;
+a CPU or `--quick` run never replaces a section measured on an accelerator at full size.
 """
 
 
+def _section_pattern(name: str) -> re.Pattern[str]:
+    return re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->",
+                      re.S)
+
+
+def find_section(path: Path, name: str) -> str | None:
+    """The current section of ``name`` in the markdown file, or ``None``."""
+    if not path.exists():
+        return None
+    m = _section_pattern(name).search(path.read_text())
+    return m.group(0) if m else None
+
+
+_DEVICE_LINE = re.compile(r"Device: \*\*(?P<device>.*?)\*\*(?P<rest>[^\n]*)")
+_PLATFORM = re.compile(r"\((?P<platform>[a-z]+), \d+ device")
+
+
+def section_device(section: str) -> tuple[str | None, str | None, bool]:
+    """``(device, platform, quick)`` read from a section's ``Device:`` line (``None`` when the
+    section does not say; ``platform`` is ``"cpu"``, ``"gpu"``, ``"tpu"``, ...)."""
+    m = _DEVICE_LINE.search(section)
+    if not m:
+        return None, None, False
+    p = _PLATFORM.search(m["device"])
+    return m["device"], (p["platform"] if p else None), QUICK_MARK in m["rest"]
+
+
+def refuse_replacement(old_section: str | None, new_section: str) -> str | None:
+    """Why ``new_section`` must not replace ``old_section`` (``None``: it may).
+
+    Refused: a CPU run replacing a section measured on an accelerator (GPU/TPU), and a
+    ``--quick`` run replacing a full-size one. A section that names no device may be replaced.
+    """
+    if old_section is None:
+        return None
+    old_dev, old_plat, old_quick = section_device(old_section)
+    new_dev, new_plat, new_quick = section_device(new_section)
+    if old_plat not in (None, "cpu") and new_plat == "cpu":
+        return (f"it was measured on {old_dev} and this run is on {new_dev}: a CPU run never "
+                "replaces an accelerator's numbers (run it on that accelerator)")
+    if new_quick and not old_quick and old_dev is not None:
+        return (f"it holds full-size numbers ({old_dev}) and this is a --quick run "
+                "(drop --quick to replace it)")
+    return None
+
+
 def write_section(path: Path, name: str, section: str) -> None:
-    """Insert or replace the section of ``name`` in the markdown file (atomic write)."""
+    """Insert or replace the section of ``name`` in the markdown file (atomic write).
+
+    Callers updating ``docs/benchmarks.md`` check :func:`refuse_replacement` first.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     text = path.read_text() if path.exists() else HEADER
-    pattern = re.compile(
-        rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S
-    )
+    pattern = _section_pattern(name)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text)
     else:

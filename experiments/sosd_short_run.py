@@ -11,6 +11,14 @@ to both, the loss's fast→slow transition and the lag.
 
 ``smoke`` (CPU, < 60 s): d = 32, 2 layers, 300 steps. ``full``: d = 128, 4 layers, 3000 steps.
 This is a *small* model: it shows the analysis end to end, not paper 002's GPT-2/LLaMA numbers.
+
+Data (:func:`data_section`): ``tinyshakespeare/input.txt`` in the data directory that
+``--data-dir DIR`` / ``$JAXSPECTRA_DATA_DIR`` names
+(:func:`jaxspectra.data._paths.locate_dataset`). When no data directory is configured — a fresh
+clone — the ``smoke`` preset falls back to the embedded default corpus (the Python standard
+library's own sources, byte-level) and its report says so; ``full`` needs the real data and
+fails with one message naming ``--data-dir``. A configured directory that lacks the file is an
+error for both presets (the user asked for real data).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxspectra.data._paths import DataNotFoundError, configured_data_dir, locate_dataset
 from jaxspectra.monitors import HostSpectralMonitor, sosd
 from jaxspectra.monitors.spectral import matrix_entries
 
@@ -34,7 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": dict(d_model=128, n_layers=4, n_heads=4, d_mlp=512, seq_len=128, batch_size=32,
                  steps=3000, every=20, lr=1e-3, warmup=100, seed=0),
 }
-DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+SHAKESPEARE = "tinyshakespeare/input.txt"  # inside the data directory
 
 
 class WeightSnapshots:
@@ -69,11 +78,33 @@ def _resolve(preset: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
+def data_section(preset: str) -> tuple[dict[str, str], str]:
+    """``([data] source/data_dir, one line for the report)`` for ``preset`` (module docstring).
+
+    Raises:
+      DataNotFoundError: ``full`` without the data, or a configured directory without it.
+    """
+    alternative = "the smoke preset, which falls back to the embedded default corpus"
+    try:
+        path = locate_dataset(SHAKESPEARE, alternative=alternative)
+    except DataNotFoundError:
+        if preset != "smoke" or configured_data_dir() is not None:
+            raise
+        return ({"source": "default", "data_dir": ""},
+                "**fallback data**: no data directory is configured (--data-dir / "
+                "$JAXSPECTRA_DATA_DIR), so this smoke run trains on the embedded default corpus "
+                "(the Python standard library's own sources, byte-level) instead of tiny "
+                "Shakespeare")
+    return ({"source": "tinyshakespeare", "data_dir": str(path.parent.parent)},
+            f"tiny Shakespeare (byte-level) from {path}")
+
+
 def run(preset: str, out_dir: pathlib.Path, overrides: dict[str, Any] | None = None) -> dict:
     from jaxspectra.train.config import from_dict
     from jaxspectra.train.loop import train
 
     c = _resolve(preset, overrides)
+    data, data_note = data_section(preset)  # before anything is written or trained
     out_dir = pathlib.Path(out_dir)
     run_dir = out_dir / "run"
     if run_dir.exists():
@@ -83,7 +114,7 @@ def run(preset: str, out_dir: pathlib.Path, overrides: dict[str, Any] | None = N
         "model": {"name": "gpt-tiny", "options": {
             "n_layers": c["n_layers"], "d_model": c["d_model"], "n_heads": c["n_heads"],
             "d_mlp": c["d_mlp"], "vocab_size": 256, "max_seq_len": c["seq_len"]}},
-        "data": {"source": "tinyshakespeare", "data_dir": str(DATA_DIR), "tokenizer": "byte",
+        "data": {**data, "tokenizer": "byte",
                  "batch_size": c["batch_size"], "seq_len": c["seq_len"], "eval_batches": 0},
         "optim": {"name": "adamw", "learning_rate": c["lr"], "schedule": "cosine",
                   "warmup_steps": c["warmup"]},
@@ -108,6 +139,7 @@ def run(preset: str, out_dir: pathlib.Path, overrides: dict[str, Any] | None = N
     base = np.array(list(res.baseline.values()))
     summary = {
         "preset": preset, "config": c, "wall_s": round(wall, 1),
+        "data": {**data, "note": data_note},
         "matrices": len(spectra), "log_points": len(common),
         "onset_all": res.onset_all, "loss_transition": res.transition, "lag": res.lag,
         "baseline_cos_sigma0_sigmaT": {"min": float(base.min()), "median": float(np.median(base)),
@@ -121,6 +153,7 @@ def run(preset: str, out_dir: pathlib.Path, overrides: dict[str, Any] | None = N
     lines = [f"# SoSD short run ({preset})", "",
              f"{summary['matrices']} matrices, {summary['log_points']} log points "
              f"(t, t+1 pairs every {c['every']} steps), {c['steps']} steps, {wall:.0f} s.", "",
+             f"Data: {data_note}.", "",
              f"* SoSD onset (mean ΔΣ over matrices; floor 3× median of the last 20 %, window "
              f"5 %): **{res.onset_all}**",
              f"* loss fast→slow transition (two-segment fit): **{res.transition}**; lag "

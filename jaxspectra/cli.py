@@ -2,16 +2,21 @@
 
 Subcommands::
 
-  jaxspectra reproduce NAME [--preset smoke|full] [--out DIR] [--set key=value ...]
+  jaxspectra reproduce NAME [--preset smoke|full] [--out DIR] [--data-dir DIR] [--set k=v ...]
   jaxspectra list                      # the reproducible experiments and their presets
-  jaxspectra train --config FILE [--set a.b=value ...]
-  jaxspectra sweep --config FILE [--set a.b=value ...]
-  jaxspectra bench [NAME ...] [--out docs/benchmarks.md] [--quick]
+  jaxspectra train --config FILE [--data-dir DIR] [--set a.b=value ...]
+  jaxspectra sweep --config FILE [--data-dir DIR] [--set a.b=value ...]
+  jaxspectra bench [NAME ...] [--out runs/benchmarks] [--quick] [--update-docs [--docs-file F]]
 
 Experiments are the modules of ``jaxspectra.experiments`` (the repository's ``experiments/`` folder,
 installed under the package's name: pyproject's ``package-dir``); each defines ``PRESETS``
 (a dict whose keys include ``smoke`` and ``full``), a one-line ``DESCRIPTION`` and
 ``run(preset, out_dir, overrides) -> dict``. They are discovered, not registered by hand.
+
+Data: ``--data-dir DIR`` sets ``$JAXSPECTRA_DATA_DIR`` for the run (the one setting every loader
+and experiment reads, :mod:`jaxspectra.data._paths`; a config's explicit ``data.data_dir`` still
+wins for ``train`` / ``sweep``). Smoke presets need no data directory; a missing one, or data
+missing from it, ends in one line naming ``--data-dir``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from jaxspectra.data._paths import DataNotFoundError, data_dir_env
 
 
 def _experiment_modules() -> dict[str, str]:
@@ -54,7 +62,21 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _with_data_dir(args: argparse.Namespace, fn: Callable[[], int]) -> int:
+    """Run ``fn`` with ``--data-dir`` as ``$JAXSPECTRA_DATA_DIR``; missing data → one line, 2."""
+    try:
+        with data_dir_env(args.data_dir):
+            return fn()
+    except DataNotFoundError as err:
+        print(f"jaxspectra {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    return _with_data_dir(args, lambda: _reproduce(args))
+
+
+def _reproduce(args: argparse.Namespace) -> int:
     mod = _load_experiment(args.name)
     if args.preset not in mod.PRESETS:
         raise SystemExit(
@@ -83,23 +105,52 @@ def _cmd_list(_: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from jaxspectra.train import cli as train_cli
 
-    return int(train_cli.train_command(args.config, parse_overrides(args.set)) or 0)
+    return _with_data_dir(
+        args, lambda: int(train_cli.train_command(args.config, parse_overrides(args.set)) or 0))
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from jaxspectra.train import cli as train_cli
 
-    return int(train_cli.sweep_command(args.config, parse_overrides(args.set)) or 0)
+    return _with_data_dir(
+        args, lambda: int(train_cli.sweep_command(args.config, parse_overrides(args.set)) or 0))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from jaxspectra.benchmarks import run as bench_run
 
-    return bench_run.main(args.names, out=args.out, quick=args.quick)
+    return bench_run.main(args.names, out=args.out, quick=args.quick,
+                          update_docs=args.docs_file if args.update_docs else None)
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="directory holding the datasets (sets $JAXSPECTRA_DATA_DIR for this run; "
+                        "smoke presets need none)")
+
+
+BENCH_OUT = "runs/benchmarks"
+BENCH_DOCS = "docs/benchmarks.md"
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``jaxspectra bench`` (also ``python -m jaxspectra.benchmarks.run``)."""
+    p.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    p.add_argument("--out", default=BENCH_OUT,
+                   help=f"output directory for NAME.md / NAME.json (default {BENCH_OUT})")
+    p.add_argument("--quick", action="store_true", help="small sizes (CPU sanity check)")
+    p.add_argument("--update-docs", action="store_true",
+                   help="also replace the benchmarks' sections in --docs-file; a CPU or --quick "
+                        "run never replaces an accelerator's full-size section")
+    p.add_argument("--docs-file", default=BENCH_DOCS,
+                   help=f"the file --update-docs updates (default {BENCH_DOCS})")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jaxspectra import __version__
+
     p = argparse.ArgumentParser(prog="jaxspectra", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"jaxspectra {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("reproduce", help="run a paper experiment")
@@ -107,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default="smoke")
     r.add_argument("--out", default=None, help="output directory (default runs/NAME/PRESET)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field")
+    _add_data_dir(r)
     r.set_defaults(func=_cmd_reproduce)
 
     sub.add_parser("list", help="list experiments").set_defaults(func=_cmd_list)
@@ -115,12 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         t = sub.add_parser(name, help=f"{name} from a config file")
         t.add_argument("--config", required=True)
         t.add_argument("--set", action="append", metavar="A.B=VALUE")
+        _add_data_dir(t)
         t.set_defaults(func=func)
 
-    b = sub.add_parser("bench", help="run named benchmarks and write docs/benchmarks.md")
-    b.add_argument("names", nargs="*")
-    b.add_argument("--out", default="docs/benchmarks.md")
-    b.add_argument("--quick", action="store_true", help="small sizes (CPU sanity check)")
+    b = sub.add_parser("bench", help="run named benchmarks (outputs in runs/benchmarks; "
+                                     "--update-docs to update docs/benchmarks.md)")
+    add_bench_arguments(b)
     b.set_defaults(func=_cmd_bench)
     return p
 

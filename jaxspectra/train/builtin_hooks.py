@@ -52,7 +52,11 @@ def _finite_mask(v: Any) -> np.ndarray:
 
 
 class Throughput(Hook):
-    """``tokens_per_s`` / ``mfu`` on each train record; ``steady()`` for the summary."""
+    """``tokens_per_s`` / ``mfu`` on each train record; ``steady()`` for the summary.
+
+    ``peak_flops`` is ``None`` when the device's peak is unknown (a CPU:
+    :func:`jaxspectra.train.peak.peak_flops`); the records then carry no ``mfu`` at all.
+    """
 
     every = 1
 

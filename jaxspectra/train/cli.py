@@ -11,8 +11,10 @@ resume).
 from __future__ import annotations
 
 import sys
+import warnings
+from pathlib import Path
 
-from jaxspectra.train.config import ConfigError, load_config
+from jaxspectra.train.config import Config, ConfigError, ConfigWarning, load_config
 
 
 def _fail(cmd: str, err: Exception) -> int:
@@ -20,11 +22,28 @@ def _fail(cmd: str, err: Exception) -> int:
     return 2
 
 
+def load_and_warn(cmd: str, config_path: str | Path | None,
+                  overrides: dict[str, str] | None) -> Config:
+    """:func:`load_config`, printing each :class:`ConfigWarning` as one line on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConfigWarning)
+        cfg = load_config(config_path, overrides)
+    said: set[str] = set()  # load_config validates twice (file, then overrides): say each once
+    for w in caught:
+        if issubclass(w.category, ConfigWarning):
+            if str(w.message) not in said:
+                said.add(str(w.message))
+                print(f"jaxspectra {cmd}: warning: {w.message}", file=sys.stderr, flush=True)
+        else:  # pragma: no cover - not ours: hand it back to the warnings machinery
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return cfg
+
+
 def train_command(config_path: str | None, overrides: dict[str, str] | None = None) -> int:
     from jaxspectra.train.loop import train
 
     try:
-        cfg = load_config(config_path, overrides)
+        cfg = load_and_warn("train", config_path, overrides)
         result = train(cfg)
     except ConfigError as e:
         return _fail("train", e)
@@ -47,7 +66,7 @@ def sweep_command(config_path: str | None, overrides: dict[str, str] | None = No
     from jaxspectra.train.sweep import sweep
 
     try:
-        cfg = load_config(config_path, overrides)
+        cfg = load_and_warn("sweep", config_path, overrides)
         result = sweep(cfg)
     except ConfigError as e:
         return _fail("sweep", e)

@@ -36,7 +36,11 @@ The learning rate at step ``t`` is ``optim.learning_rate · build_schedule(optim
 
 Everything is validated by :func:`load_config` / :func:`from_dict` before any compute: an unknown
 key (in the file or in ``--set``) is an error that lists the known keys of its section, a value of
-the wrong type is an error naming the key. The resolved config is dumped into the run directory
+the wrong type is an error naming the key, a non-finite number in any spelling (``nan``, ``NaN``,
+``inf``, ``-Infinity``, in any section or table) and a value outside its range (:data:`RANGES`:
+``optim.learning_rate > 0``, ``train.steps ≥ 1``, ``optim.weight_decay ≥ 0`` or the ``-1`` "unset"
+sentinel, ...) are errors naming the key and the fix. Absurd but legal values (:data:`ABSURD`,
+e.g. ``optim.learning_rate > 10``) raise a :class:`ConfigWarning` and the run goes on. The resolved config is dumped into the run directory
 as ``config.toml`` (:func:`dump_toml`), so ``jaxspectra train --config <run>/config.toml``
 re-runs it.
 
@@ -52,13 +56,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any, get_type_hints
 
 
 class ConfigError(ValueError):
     """A configuration problem found before any compute (names the key and the fix)."""
+
+
+class ConfigWarning(UserWarning):
+    """A legal but probably unintended value (the run goes on)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +108,7 @@ class OptimSection:
     schedule: str = "constant"
     warmup_steps: int = 0
     clip_norm: float = 1.0  # 0 = no clipping
-    weight_decay: float = -1.0  # < 0: leave the optimiser's default
+    weight_decay: float = -1.0  # -1 (UNSET_WEIGHT_DECAY): leave the optimiser's default
     lr_multipliers: bool = True  # apply the model's per-leaf LR multipliers (muP)
     options: dict = dataclasses.field(default_factory=dict)
     schedule_options: dict = dataclasses.field(default_factory=dict)
@@ -112,7 +123,9 @@ class TrainSection:
     log_every: int = 1
     sharding: str = "replicated"  # or "fsdp"
     fsdp_min_size: int = 1024  # arrays smaller than this stay replicated under fsdp
-    peak_tflops: float = 790.0  # for MFU (H100 measured bf16 peak; spec 989)
+    # per-device peak for MFU, TFLOP/s; 0 = look it up from the device kind
+    # (jaxspectra.train.peak: bf16 dense; unknown kinds such as CPUs → no MFU reported)
+    peak_tflops: float = 0.0
     progress: bool = True
     stop_on_nonfinite: bool = True
 
@@ -215,6 +228,114 @@ def _validate_monitors(sec: MonitorsSection) -> None:
                           "write the same spectral/... keys: turn one off (spectral_every = 0 or "
                           "monitors.spectral.every = 0)")
 
+#: ``optim.weight_decay`` sentinel: leave the optimiser's own default.
+UNSET_WEIGHT_DECAY = -1.0
+
+#: ``"section.key": (low, low_inclusive, high, fix)`` — the legal range of each number (``None``:
+#: unbounded on that side) and what to write instead; checked by :func:`from_dict`.
+RANGES: dict[str, tuple[float | None, bool, float | None, str]] = {
+    "run.num_devices": (0, True, None, "0 = every visible device"),
+    "data.batch_size": (1, True, None, "the global batch, e.g. 8"),
+    "data.seq_len": (1, True, None, "e.g. 32"),
+    "data.eval_batches": (0, True, None, "0 = no evaluation"),
+    "data.seed": (-1, True, None, "-1 = run.seed"),
+    "optim.learning_rate": (0, False, None, "a positive peak learning rate, e.g. 1e-3"),
+    "optim.warmup_steps": (0, True, None, "0 = no warm-up"),
+    "optim.clip_norm": (0, True, None, "0 = no clipping"),
+    "optim.weight_decay": (0, True, None, "a decay ≥ 0, or -1 to keep the optimiser's default"),
+    "train.steps": (1, True, None, "the number of updates, e.g. 100"),
+    "train.grad_accum": (1, True, None, "1 = no accumulation"),
+    "train.eval_every": (0, True, None, "0 = evaluate only at the end"),
+    "train.log_every": (1, True, None, "1 = log every step"),
+    "train.fsdp_min_size": (0, True, None, "e.g. 1024"),
+    "train.peak_tflops": (0, True, None, "0 = look the device's peak up"),
+    "checkpoint.every": (0, True, None, "0 = no periodic checkpoints"),
+    "checkpoint.keep": (0, True, None, "0 = no checkpoints"),
+    "instability.spike_after": (0, True, 1, "a fraction of training in [0, 1]"),
+    "instability.spike_delta": (0, True, None, "nats ≥ 0"),
+    "instability.drift_window": (0, False, 1, "a fraction of the evaluations in (0, 1]"),
+    "instability.drift_delta": (0, True, None, "nats ≥ 0"),
+    "instability.degrade_delta": (0, True, None, "nats ≥ 0"),
+    "instability.recover_delta": (0, True, None, "nats ≥ 0"),
+    "instability.early_fraction": (0, True, 1, "a fraction of training in [0, 1]"),
+    "instability.diverge_delta": (0, True, None, "nats ≥ 0"),
+    "instability.explode_factor": (1, False, None, "a factor > 1, e.g. 100"),
+    "instability.explode_after": (0, True, None, "steps ≥ 0"),
+    "monitors.spectral_every": (0, True, None, "0 = off"),
+}
+
+#: ``"section.key": (threshold, why)`` — legal values above ``threshold`` raise a warning.
+ABSURD: dict[str, tuple[float, str]] = {
+    "optim.learning_rate": (10.0, "almost certainly diverges (typical peaks: 1e-4 .. 1e-1)"),
+    "optim.weight_decay": (1.0, "decays the weights faster than the updates can follow"),
+    "optim.clip_norm": (1e6, "clips nothing; 0 turns clipping off explicitly"),
+}
+
+
+def _as_nonfinite(value: Any) -> float | None:
+    """``value`` as a float if it is a non-finite number in any spelling (``nan``, ``NaN``,
+    ``-inf``, ``"Infinity"``), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else value
+    if isinstance(value, str):
+        try:
+            x = float(value.strip())
+        except ValueError:
+            return None
+        return None if math.isfinite(x) else x
+    return None
+
+
+def _check_finite(where: str, value: Any) -> None:
+    """Reject a non-finite number anywhere in ``value`` (tables and lists walked)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(f"{where}.{k}", v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(f"{where}[{i}]", v)
+    elif _as_nonfinite(value) is not None:
+        raise ConfigError(f"config key {where!r} is {value!r}, not a finite number: give a finite "
+                          "value (no setting accepts nan or inf)")
+
+
+def _range_error(key: str, v: Any) -> str | None:
+    """Why ``v`` is outside ``RANGES[key]`` (``None``: inside, or not a number)."""
+    low, inclusive, high, fix = RANGES[key]
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    if key == "optim.weight_decay" and v == UNSET_WEIGHT_DECAY:
+        return None
+    below = low is not None and (v < low if inclusive else v <= low)
+    above = high is not None and v > high
+    if not (below or above):
+        return None
+    rng = (f"{'≥' if inclusive else '>'} {low}" if high is None else
+           f"in {'[' if inclusive else '('}{low}, {high}]")
+    return f"must be {rng}, got {v!r} (fix: {fix})"
+
+
+def _check_ranges(sections: dict[str, Any]) -> None:
+    """:data:`RANGES` (errors; sweep axes' values too) and :data:`ABSURD` (warnings)."""
+    for key in RANGES:
+        sec, field = key.split(".")
+        why = _range_error(key, getattr(sections[sec], field))
+        if why:
+            raise ConfigError(f"config key {key!r} {why}")
+    for key, values in sections["sweep"].axes.items():
+        for v in values if key in RANGES and isinstance(values, list) else ():
+            why = _range_error(key, v)
+            if why:
+                raise ConfigError(f"sweep axis {key!r}: a value {why}")
+    for key, (threshold, why) in ABSURD.items():
+        sec, field = key.split(".")
+        v = getattr(sections[sec], field)
+        if v > threshold:
+            warnings.warn(f"config key {key!r} = {v!r} is above {threshold:g}: {why}",
+                          ConfigWarning, stacklevel=3)
+
 
 def _fields(cls) -> dict[str, type]:
     hints = get_type_hints(cls)
@@ -223,6 +344,8 @@ def _fields(cls) -> dict[str, type]:
 
 def _coerce(section: str, key: str, typ: type, value: Any) -> Any:
     where = f"{section}.{key}"
+    if typ is not str:  # a string field may legitimately read "inf" (a directory, a name)
+        _check_finite(where, value)
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -274,6 +397,7 @@ def from_dict(d: dict[str, Any]) -> Config:
                 f"{sorted(fields)}"
             )
         sections[name] = cls(**{k: _coerce(name, k, fields[k], v) for k, v in raw.items()})
+    _check_ranges(sections)
     _validate_monitors(sections["monitors"])
     return Config(**sections)
 
@@ -283,10 +407,22 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+_NONFINITE_WORD = re.compile(r"(?i)(?<![\w.])([+-]?)(nan|inf(?:inity)?)(?![\w.])")
+
+
 def parse_value(text: str) -> Any:
-    """Parse a ``--set`` value as a TOML value (``3e-3``, ``true``, ``[1, 2]``), else a string."""
+    """Parse a ``--set`` value as a TOML value (``3e-3``, ``true``, ``[1, 2]``), else a string.
+
+    Spellings of non-finite numbers TOML does not know (``NaN``, ``Infinity``, ``-INF``) are read
+    as TOML's ``nan`` / ``inf``, so that validation refuses them as numbers, naming the key.
+    """
     try:
         return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    norm = _NONFINITE_WORD.sub(lambda m: m[1] + ("nan" if m[2].lower() == "nan" else "inf"), text)
+    try:
+        return tomllib.loads(f"v = {norm}")["v"]
     except tomllib.TOMLDecodeError:
         return text
 

@@ -25,6 +25,7 @@ from jaxspectra import models
 from jaxspectra.train.checkpoint import Checkpointer
 from jaxspectra.train.config import Config, ConfigError, dump_toml, to_dict
 from jaxspectra.train.metrics import dense_flops_per_token, matmul_params, param_counts, read_jsonl
+from jaxspectra.train.peak import peak_flops
 from jaxspectra.train.setup import Setup
 from jaxspectra.train.state import hyperparams
 
@@ -141,7 +142,8 @@ def open_run(s: Setup, engine: Any) -> Run:
         state = engine.init_state(cfg.run.seed)
     _write_config(s, start)
     counts = param_counts(state.params)
-    peak = cfg.train.peak_tflops * 1e12 * s.n_devices if cfg.train.peak_tflops > 0 else None
+    # train.peak_tflops > 0 as given, else looked up from the device kind; None (a CPU): no MFU
+    peak = peak_flops(cfg.train.peak_tflops, s.mesh.devices.flat[0], s.n_devices)
 
     def meta(step: int) -> dict:
         return {"step": step, "data_position": step, "seed": cfg.run.seed, "config": to_dict(cfg)}

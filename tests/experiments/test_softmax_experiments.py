@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
-from jaxspectra.experiments import _softmax, softmax_fig1, softmax_fig2a, softmax_fig6, softmax_fig7
 
+from jaxspectra.experiments import _softmax, softmax_fig1, softmax_fig2a, softmax_fig6, softmax_fig7
 from jaxspectra.precision import x64_scope
 from jaxspectra.theory import prompt_attention as pa
 

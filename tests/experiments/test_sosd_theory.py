@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from jaxspectra.experiments import sosd_theory as E
 
 from jaxspectra import cli
+from jaxspectra.experiments import sosd_theory as E
 
 RESULTS = ("lemma_a4", "thm45_epsilon", "sosd_onset", "phase1_corrected", "two_phase",
            "thm49_gradient_bounds")

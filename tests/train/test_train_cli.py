@@ -6,12 +6,14 @@ import json
 import tomllib
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from jaxspectra.train.cli import sweep_command, train_command
 from jaxspectra.train.config import load_config
 from jaxspectra.train.metrics import read_jsonl
+from jaxspectra.train.peak import peak_tflops
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -36,10 +38,15 @@ def test_train_command_smoke(tmp_path, capsys):
     assert "completed at step 6/6" in out
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped"] == "completed" and summary["param_counts"]["total"] > 0
+    # a CPU has no known peak: no MFU anywhere (it read 0.0% before jaxspectra.train.peak)
+    no_peak = peak_tflops(jax.devices()[0]) is None
+    assert (summary["mfu"] is None) == no_peak
     assert summary["verdict"]["unstable"] is False
     recs = read_jsonl(run / "metrics.jsonl")
     assert recs[0]["step"] == 0 and "params/total" in recs[0]  # param counts logged once
     assert sum("params/total" in r for r in recs) == 1
+    assert any("tokens_per_s" in r for r in recs)
+    assert any("mfu" in r for r in recs) != no_peak
     assert [r["step"] for r in recs if "eval/loss" in r] == [3, 6]
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["3",
                                                                                           "6"]
@@ -66,6 +73,25 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, capsys):
     assert rc == 2 and "lax.cond" in err
     rc = train_command(str(tmp_path / "missing.toml"), {})
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+    for text in ("NaN", "nan", "-inf"):  # any spelling: one line naming the key, before compute
+        rc = train_command(str(CONFIGS / "smoke.toml"), {"optim.learning_rate": text})
+        err = capsys.readouterr().err
+        assert rc == 2 and len(err.strip().splitlines()) == 1
+        assert "optim.learning_rate" in err and "not a finite number" in err
+    rc = sweep_command(str(CONFIGS / "smoke.toml"), {"optim.learning_rate": "-1e-3"})
+    err = capsys.readouterr().err
+    assert rc == 2 and "'optim.learning_rate' must be > 0" in err
+
+
+def test_absurd_value_warns_in_one_line(tmp_path, capsys):
+    """lr > 10 is legal (the fault tests train at 1e3 and expect *unstable*): one warning line,
+    said once although the config is validated twice (file, then overrides)."""
+    from jaxspectra.train.cli import load_and_warn
+
+    cfg = load_and_warn("train", str(CONFIGS / "smoke.toml"), {"optim.learning_rate": "1e3"})
+    err = capsys.readouterr().err
+    assert cfg.optim.learning_rate == 1e3
+    assert err.count("jaxspectra train: warning: config key 'optim.learning_rate'") == 1
 
 
 def test_tensorboard_writer_when_installed(tmp_path, monkeypatch):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,83 @@ def test_manifold_optimizer_with_mup_multipliers_is_rejected(tmp_path, no_comput
                     model={"options": {"mup": True}})
     with pytest.raises(ConfigError, match=r"lr_multipliers=false"):
         _train(d)
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-inf", "+inf", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("key", ["optim.learning_rate", "train.steps", "optim.options.b1",
+                                 "sweep.axes.optim.learning_rate"])
+def test_non_finite_numbers_are_rejected_in_any_spelling(key, text):
+    """TOML reads ``nan``/``inf`` as floats and ``NaN``/``Infinity`` as strings: both refused,
+    naming the key, in fields, free tables and sweep axes alike."""
+    value = f"[1e-3, {text}]" if key.startswith("sweep") else text
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}.*not a finite number"):
+        apply_overrides(Config(), {key: value})
+
+
+def test_non_finite_in_a_file_is_rejected(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[optim]\nlearning_rate = nan\n")
+    with pytest.raises(ConfigError, match="optim.learning_rate.*not a finite number"):
+        load_config(p)
+
+
+def test_a_string_field_may_read_inf():
+    assert from_dict({"run": {"dir": "inf"}, "data": {"source": "NaN"}}).run.dir == "inf"
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("optim.learning_rate", "-1e-3", r"'optim\.learning_rate' must be > 0, got -0\.001"),
+        ("optim.learning_rate", "0", r"'optim\.learning_rate' must be > 0"),
+        ("optim.weight_decay", "-0.5", r"'optim\.weight_decay' must be ≥ 0.*-1 to keep"),
+        ("optim.clip_norm", "-1", r"'optim\.clip_norm' must be ≥ 0.*0 = no clipping"),
+        ("optim.warmup_steps", "-1", r"'optim\.warmup_steps' must be ≥ 0"),
+        ("train.steps", "0", r"'train\.steps' must be ≥ 1"),
+        ("train.log_every", "0", r"'train\.log_every' must be ≥ 1"),
+        ("train.grad_accum", "0", r"'train\.grad_accum' must be ≥ 1"),
+        ("train.eval_every", "-1", r"'train\.eval_every' must be ≥ 0"),
+        ("data.batch_size", "0", r"'data\.batch_size' must be ≥ 1"),
+        ("checkpoint.keep", "-1", r"'checkpoint\.keep' must be ≥ 0"),
+        ("instability.spike_after", "1.5", r"'instability\.spike_after' must be in \[0, 1\]"),
+        ("instability.explode_factor", "1", r"'instability\.explode_factor' must be > 1"),
+    ],
+)
+def test_out_of_range_values_are_rejected(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(Config(), {key: value})
+
+
+def test_out_of_range_sweep_axis_values_are_rejected():
+    with pytest.raises(ConfigError, match=r"sweep axis 'optim\.learning_rate'.*must be > 0"):
+        apply_overrides(Config(), {"sweep.axes.optim.learning_rate": "[1e-3, -1e-3]"})
+    assert apply_overrides(Config(), {"sweep.axes.optim.learning_rate": "[1e-3, 2e-3]"})
+
+
+def test_every_range_names_a_real_key_and_its_default_is_legal():
+    """RANGES is checked on the defaults too (a default outside its own range would make every
+    config fail), and each entry names an existing field."""
+    from jaxspectra.train.config import RANGES
+
+    d = to_dict(Config())
+    for key in RANGES:
+        sec, field = key.split(".")
+        assert field in d[sec], key
+    from_dict({})  # the defaults pass
+
+
+def test_weight_decay_unset_sentinel_and_edges_are_legal():
+    assert apply_overrides(Config(), {"optim.weight_decay": "-1"}).optim.weight_decay == -1.0
+    assert apply_overrides(Config(), {"optim.weight_decay": "0"}).optim.weight_decay == 0.0
+    assert apply_overrides(Config(), {"instability.spike_after": "1"}).instability.spike_after == 1
+
+
+def test_absurd_but_legal_values_warn_and_load():
+    from jaxspectra.train.config import ConfigWarning
+
+    with pytest.warns(ConfigWarning, match=r"optim\.learning_rate.*1000"):
+        cfg = apply_overrides(Config(), {"optim.learning_rate": "1e3"})
+    assert cfg.optim.learning_rate == 1e3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        apply_overrides(Config(), {"optim.learning_rate": "10"})  # at the threshold: silent
