@@ -30,9 +30,25 @@ from pathlib import Path
 
 from jaxspectra.data._paths import DataNotFoundError, data_dir_env
 
+_NOT_INSTALLED = (
+    "jaxspectra: jaxspectra.{0} is not importable: the repository's {0}/ folder is installed "
+    "under that name by `pip install -e .` (or a wheel); running from a checkout on PYTHONPATH "
+    "alone does not provide it. Install the package, then run the command again."
+)
+
+
+def _subpackage(name: str):
+    """``jaxspectra.experiments`` / ``jaxspectra.benchmarks``, or one clear line if not installed."""
+    try:
+        return importlib.import_module(f"jaxspectra.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"jaxspectra.{name}":
+            raise
+        raise SystemExit(_NOT_INSTALLED.format(name)) from None
+
 
 def _experiment_modules() -> dict[str, str]:
-    from jaxspectra import experiments
+    experiments = _subpackage("experiments")
 
     names = {}
     for info in pkgutil.iter_modules(experiments.__path__):
@@ -117,6 +133,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    _subpackage("benchmarks")
     from jaxspectra.benchmarks import run as bench_run
 
     return bench_run.main(args.names, out=args.out, quick=args.quick,

@@ -43,3 +43,10 @@ def test_installed_names():
         pytest.skip("jaxspectra is not installed (run `pip install -e .`)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True"] * 4, out.stdout
+
+
+def test_missing_subpackage_is_one_clear_line():
+    from jaxspectra import cli
+
+    with pytest.raises(SystemExit, match=r"pip install -e \."):
+        cli._subpackage("no_such_folder")
