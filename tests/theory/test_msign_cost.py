@@ -45,7 +45,7 @@ def test_fit_recovers_synthetic_parameters():
     with pytest.raises(ValueError, match="distinct periods"):
         C.fit_throughput([10, 10], [1.0, 2.0])
     with pytest.raises(ValueError, match="level"):
-        C.fit_throughput([1, 10, 100], [3.0, 2.0, 1.0])  # throughput falls with P
+        C.fit_throughput([1, 10, 100], [1.0, 100.0, 1e4])  # T ∝ P² never levels off
 
 
 def test_fit_reproduces_appendix_a4():
