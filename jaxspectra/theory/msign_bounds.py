@@ -27,9 +27,10 @@ against an independent ground truth (SVD, dense products, ``jax.jacobian``, NumP
 * Theorem 4.10: rank-≤r hidden and cohidden states give rank-≤r gradients of W_Q, W_K, W_V, W_O —
   :func:`attention_weight_grads` (checked by SVD rank in the tests).
 * Theorem 4.12 (eq. 12): in the aligned linear model ``W = U diag(s) Vᵀ``, gradient
-  ``U diag(c) Vᵀ`` with ``c_i < 0``, one GD step lowers srank iff ``c₁/c_i > s₁/s_i`` for all i > 1
-  — exactly, for every η > 0, not only to first order (each ratio ``(s_i + η|c_i|)/(s₁ + η|c₁|)``
-  falls below ``s_i/s₁``): :func:`thm412_condition`, :func:`srank_after_step`.
+  ``U diag(c) Vᵀ`` with ``c_i < 0``: if ``c₁/c_i > s₁/s_i`` for all i > 1, one GD step lowers srank
+  for every η > 0, not only to first order (each ratio ``(s_i + η|c_i|)/(s₁ + η|c₁|)`` falls below
+  ``s_i/s₁``); if every inequality is reversed, srank rises. Sufficient, not necessary:
+  :func:`thm412_condition`, :func:`srank_after_step`.
 
 Layout: layer Jacobians are given in application order ``J_1, …, J_L`` (``J_1`` acts first), so the
 total Jacobian is ``J_L ⋯ J_1``.

@@ -171,7 +171,7 @@ def test_thm410_low_rank_gradients():
     assert all(B.numerical_rank(x, 1e-10) > r for x in g.values())
 
 
-def test_thm412_condition_decides_srank_direction():
+def test_thm412_condition_and_its_reverse():
     s = np.array([3.0, 2.0, 1.0])
     c_yes = np.array([-3.0, -1.0, -0.2])  # c1/ci = 3, 15 > s1/si = 1.5, 3
     c_no = np.array([-1.0, -1.0, -1.0])   # uniform: c1/ci = 1 < s1/si
