@@ -146,10 +146,11 @@ m, k = 12, 5
 tol = 50 * float(np.finfo(np.float32).eps)
 moved = {"sorted_unsorted_norms": [], "default_unsorted_norms": [], "sorted_descending_norms": [],
          "stiefel_on_stiefel": []}
-sv_vs_colnorm = []
+sv_vs_colnorm, was_sorted = [], []
 for _ in range(DRAWS):
     q0 = np.linalg.qr(rng.standard_normal((m, k)))[0]
     dvals = rng.uniform(0.2, 3.0, k)
+    was_sorted.append(bool(np.all(np.diff(dvals) <= 0)))
     x = jnp.asarray(q0 * dvals, jnp.float32)
     xd = jnp.asarray(q0 * np.sort(dvals)[::-1], jnp.float32)
 
@@ -168,6 +169,10 @@ for _ in range(DRAWS):
 results["retraction_tol"] = tol
 results["retraction_max_rel_move"] = {kk: float(max(v)) for kk, v in moved.items()}
 results["retraction_min_rel_move"] = {kk: float(min(v)) for kk, v in moved.items()}
+# the sorted retraction moves a point exactly when its column norms are not already descending
+results["sorted_moves_iff_unsorted"] = all(
+    (mvd > tol) == (not srt) for mvd, srt in zip(moved["sorted_unsorted_norms"], was_sorted))
+results["unsorted_frac"] = 1 - float(np.mean(was_sorted))
 results["dgram_sv_equals_colnorm_max_err"] = float(max(sv_vs_colnorm))
 # the README example: column norms (0.5, 2, 1, 1.5)
 x4 = jnp.eye(6, 4, dtype=jnp.float32) * jnp.array([0.5, 2.0, 1.0, 1.5], jnp.float32)
