@@ -190,6 +190,7 @@ results["eq17"] = {"msign_flops": C.msign_flops_per_layer(d),
                    "step_flops": C.step_flops_per_layer(b, t, d),
                    "R_percent": 100 * C.overhead_ratio(d, b, t, p),
                    "R_all2d_percent": 100 * C.overhead_ratio(d, b, t, p, "all_2d")}
+results["table1_theoretical_percent"] = {k: 100 * v for k, v in C.table1_theoretical(100).items()}
 t_inf, r = C.fit_throughput(C.SIGMA40M_P, C.SIGMA40M_THROUGHPUT)
 results["fit"] = {"T_inf": t_inf, "r": r}
 fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
@@ -201,7 +202,7 @@ ax.set(xlabel="period P", ylabel="tokens/s")
 ax.legend(fontsize=8)
 save(fig, "throughput_fit")
 plt.show()
-print(json.dumps({"eq17": results["eq17"], "fit": results["fit"]}, indent=1))
+print(json.dumps({k: results[k] for k in ("eq17", "table1_theoretical_percent", "fit")}, indent=1))
 
 # %%
 if os.environ.get("JAXSPECTRA_NB_RESULTS"):

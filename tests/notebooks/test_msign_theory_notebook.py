@@ -36,4 +36,6 @@ def test_msign_theory_notebook(tmp_path, monkeypatch):
     assert res["thm412"]["q>1"] == {"condition_frac": 1.0, "srank_fell_frac": 1.0}
     assert res["thm412"]["q<1"] == {"condition_frac": 0.0, "srank_fell_frac": 0.0}
     assert round(res["eq17"]["R_percent"], 2) == 0.08
+    t1 = res["table1_theoretical_percent"]
+    assert round(t1["LLaMA-1B"], 2) == 0.03 and round(t1["LLaMA-MoE-3B"], 2) == 0.09
     assert round(res["fit"]["r"], 1) == 3.9 and abs(res["fit"]["T_inf"] / 25_350 - 1) < 2e-3

@@ -54,3 +54,14 @@ def test_fit_reproduces_appendix_a4():
     assert abs(t_inf / 25_350 - 1) < 2e-3  # printed 25 350; least squares gives 25 319
     pred = C.throughput_model(np.array(C.SIGMA40M_P, float), t_inf, r)
     assert np.max(np.abs(pred / np.array(C.SIGMA40M_THROUGHPUT) - 1)) < 0.01
+
+
+def test_table1_theoretical_row():
+    r = {k: 100 * v for k, v in C.table1_theoretical(100).items()}
+    assert r["NanoGPT-5M"] < 0.01 and r["Sigma-40M"] < 0.01
+    assert round(r["LLaMA-1B"], 2) == 0.03
+    assert round(r["LLaMA-MoE-3B"], 2) == 0.09
+    # negative control: two matrices per expert (a non-gated MLP) does not give the printed 0.09 %
+    d, b, t = 2048, 66_000 / 2048, 2048
+    two = C.msign_flops_per_layer(d) + C.msign_flops([(d, 1360)] * 32)
+    assert round(100 * two / (C.step_flops_per_layer(b, t, d) * 100), 2) != 0.09
