@@ -8,4 +8,10 @@ Modules (import them directly):
 * :mod:`~jaxspectra.theory.operators` — ``F(p)`` (eq. 9), ``H_p`` (§3.2), the block operator 𝒥,
   condition numbers on the range with a resolution flag.
 * :mod:`~jaxspectra.theory.results` — the paper's results as functions (and counterexamples).
+* :mod:`~jaxspectra.theory.msign_bounds` — paper 003 §4 / App. B: Thms 4.2 (and its counterexample),
+  4.4, 4.5 (with ‖H‖₂), 4.6, 4.10, 4.12, Lemma B.1.
+* :mod:`~jaxspectra.theory.msign_cost` — paper 003's FLOP model (Table 5, eqs. 15–17) and the
+  T(P) = T∞/(1 + r/P) throughput fit (App. A.4).
+* :mod:`~jaxspectra.theory.saturation` — paper 004 §4.2 / App. C: softmax saturation bound, logit
+  scale, Props. 4.1/4.2.
 """
