@@ -22,9 +22,10 @@ back, as in the paper) with gradient g, one step is
 
 The transformation returns ``updates = retract(W − η·A) − W`` (apply with
 ``optax.apply_updates``), so it must be the last element of a chain and needs ``params``.
-Matrices of the same (tall) shape are stacked into one bank and solved together (one batched
-``lax.while_loop``; the early stop freezes each matrix at its own step and the loop ends when
-every matrix of the bank has stopped or K is reached — the same result as a per-matrix loop).
+Matrices of the same (tall) shape are stacked into one bank (:mod:`jaxspectra.matrices`) and
+solved together (one batched ``lax.while_loop``; the early stop freezes each matrix at its own
+step and the loop ends when every matrix of the bank has stopped or K is reached — the same
+result as a per-matrix loop).
 
 Checked numerically (float64, exact sign; ``tests/optim/test_manifold_muon.py``): for a square
 Stiefel W, Λ₀ is already exact (G + 2WΛ₀ = W·skew(WᵀG), violation ~1e-15, the early stop fires at

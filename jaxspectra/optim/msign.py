@@ -26,8 +26,8 @@ kernel ``(…, d, 3d)`` is restored as its Q, K and V parts (paper 003's cost mo
 separately; ``split_qkv=False`` restores it whole).
 
 Cost: same-shape matrices of all targets are signed in one batched call (wide orientation, so
-fc ``768×3072`` and proj ``3072×768`` share a batch); the restoration sits in a ``lax.cond``,
-so non-trigger steps cost only the predicate. Under ``vmap`` a ``cond`` becomes a ``select`` and
+fc ``768×3072`` and proj ``3072×768`` share a batch; :mod:`jaxspectra.matrices` builds the
+banks); the restoration sits in a ``lax.cond``, so non-trigger steps cost only the predicate. Under ``vmap`` a ``cond`` becomes a ``select`` and
 both branches run on every step: sweep ``period`` in a Python loop (or ``jax.lax.map``), never
 by vmapping a traced period or step count.
 

@@ -358,7 +358,8 @@ def test_jit_pmap_and_sharding_match_one_device(n_devices):
 
 
 def test_paper004_preset_is_the_authors_algorithm():
-    """With an exact sign swapped in, paper004_manifold_muon('dgram') == the NumPy transcription (sorted)."""
+    """With an exact sign swapped in, paper004_manifold_muon('dgram') == the NumPy transcription
+    (sorted)."""
     rng = np.random.default_rng(10)
     w0 = _on_manifold(rng, (4, 8), "dgram")
     g = rng.standard_normal((4, 8))
