@@ -208,7 +208,8 @@ def paper004(
       strict: see :func:`module_wise`.
       **manifold_overrides: keyword arguments of
         :func:`jaxspectra.optim.manifold_muon.manifold_muon` replacing the
-        ``paper004_manifold_muon`` preset's (``inner_steps``, ``alpha``, ``retraction``, ``safeguard``, ``warm_start``, ``qkv``, ...).
+        ``paper004_manifold_muon`` preset's (``inner_steps``, ``alpha``, ``retraction``,
+        ``safeguard``, ``warm_start``, ``qkv``, ...).
         ``retraction`` applies to the DGram-managed group only (Stiefel always uses the polar
         factor).
     """
