@@ -98,18 +98,19 @@ def manifold_error(params: dict, manifold: str) -> float:
 def _variants(manifold: str, lr: float, quick: bool = False) -> list[tuple[str, optax.GradientTransformation]]:
     """(label, transformation) pairs timed for ``manifold``."""
     out = [
-        ("paper004", mm.paper004(lr, manifold)),
-        ("paper004, fixed K=20 (no early stop)", mm.paper004(lr, manifold, early_stop=False)),
+        ("paper004", mm.paper004_manifold_muon(lr, manifold)),
+        ("paper004, fixed K=20 (no early stop)",
+         mm.paper004_manifold_muon(lr, manifold, early_stop=False)),
     ]
     if manifold == "dgram":
         out.append(("paper004, default retraction Q·diag(QᵀX)",
-                    mm.paper004(lr, manifold, retraction="default",
-                                retraction_sign_method="polar_express")))
+                    mm.paper004_manifold_muon(lr, manifold, retraction="default",
+                                              retraction_sign_method="polar_express")))
     out += [
-        ("paper004 + warm start", mm.paper004(lr, manifold, warm_start=True)),
-        ("paper004 + early stop tol=1e-3", mm.paper004(lr, manifold, tol=1e-3)),
-        ("paper004 + warm start + tol=1e-3", mm.paper004(lr, manifold, tol=1e-3,
-                                                         warm_start=True)),
+        ("paper004 + warm start", mm.paper004_manifold_muon(lr, manifold, warm_start=True)),
+        ("paper004 + early stop tol=1e-3", mm.paper004_manifold_muon(lr, manifold, tol=1e-3)),
+        ("paper004 + warm start + tol=1e-3",
+         mm.paper004_manifold_muon(lr, manifold, tol=1e-3, warm_start=True)),
     ]
     if quick:  # the fp32 accurate route costs ~45 ms per 768² matrix on an H100 (sign_amortised)
         out.append(("accurate sign (fp32, 1e-4), K=20",
@@ -170,7 +171,7 @@ def run(quick: bool) -> BenchResult:
             "sign TFLOP/s": flops_round / t_sign / 1e12,
         })
         # in-process baseline: the same paper004 update one matrix at a time (no banks)
-        opt = mm.paper004(lr, manifold)
+        opt = mm.paper004_manifold_muon(lr, manifold)
         one = jax.jit(opt.update)
         leaves, treedef = jax.tree.flatten(params)
         g_leaves = treedef.flatten_up_to(grads[1])

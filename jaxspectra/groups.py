@@ -138,11 +138,13 @@ def path_mask(params: Any, predicate: Callable[[str, Any], bool]) -> Any:
     return jax.tree_util.tree_map_with_path(lambda p, x: bool(predicate(path_to_str(p), x)), params)
 
 
-def split_qkv(kernel: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Split a fused ``(..., d, 3d)`` qkv kernel into its Q, K and V parts."""
+def split_qkv(kernel: Any) -> tuple[Any, Any, Any]:
+    """Split a fused ``(..., d, 3d)`` qkv kernel into its Q, K and V parts (slices: a jnp
+    kernel gives jnp parts, a NumPy kernel NumPy views)."""
     if kernel.shape[-1] % 3:
         raise ValueError(f"a fused qkv kernel needs a last axis divisible by 3, got {kernel.shape}")
-    return tuple(jnp.split(kernel, 3, axis=-1))  # type: ignore[return-value]
+    d = kernel.shape[-1] // 3
+    return kernel[..., :d], kernel[..., d : 2 * d], kernel[..., 2 * d :]
 
 
 def merge_qkv(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:

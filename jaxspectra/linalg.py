@@ -53,6 +53,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxspectra.matrices import mT, oriented
+
 SIGN_METHODS = ("auto", "svd", "qdwh", "newton_schulz", "polar_express", "accurate")
 
 #: Muon's Newton–Schulz quintic (Jordan et al. 2024), applied 5 times.
@@ -99,10 +101,6 @@ def _check_matrix(x: Any, name: str = "x") -> jax.Array:
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
     return x
-
-
-def _mT(x: jax.Array) -> jax.Array:
-    return jnp.swapaxes(x, -1, -2)
 
 
 def _work_dtype(dtype: Any) -> Any:
@@ -212,7 +210,7 @@ def _polynomial_sign(
     prec = _precision(dtype)
     tall = x.shape[-2] > x.shape[-1]
     if tall:
-        x = _mT(x)
+        x = mT(x)
     xf = x.astype(_work_dtype(x.dtype) if jnp.dtype(dtype).itemsize < 4 else dtype)
     norm = jnp.sqrt(jnp.sum(jnp.square(xf), axis=(-2, -1), keepdims=True))
     # a zero matrix stays zero: 0 / (0 + tiny) = 0
@@ -220,14 +218,14 @@ def _polynomial_sign(
 
     def step(y, abc):
         a, b, c = abc[0], abc[1], abc[2]
-        gram = _mm(y, _mT(y), prec)
+        gram = _mm(y, mT(y), prec)
         poly = b * gram + c * _mm(gram, gram, prec)
         return a * y + _mm(poly, y, prec), None
 
     # lax.scan over the coefficient table: one compiled step whatever the step count
     table = jnp.asarray(np.asarray(coeffs, np.float64), dtype)
     y, _ = lax.scan(step, y, table)
-    return _mT(y) if tall else y
+    return mT(y) if tall else y
 
 
 def _svd_sign(x: jax.Array, rank_rtol: float) -> tuple[jax.Array, jax.Array]:
@@ -237,8 +235,8 @@ def _svd_sign(x: jax.Array, rank_rtol: float) -> tuple[jax.Array, jax.Array]:
     prec = _precision(x.dtype)
     sign = _mm(u * keep[..., None, :], vt, prec)
     # P_r = projector on the kept singular directions of the short side
-    basis = _mT(vt) if x.shape[-2] > x.shape[-1] else u
-    proj = _mm(basis * keep[..., None, :], _mT(basis), prec)
+    basis = mT(vt) if x.shape[-2] > x.shape[-1] else u
+    proj = _mm(basis * keep[..., None, :], mT(basis), prec)
     return sign, sign_error(sign, proj)
 
 
@@ -264,20 +262,15 @@ def _qdwh_sign(x: jax.Array) -> jax.Array:
 
 
 def _power_norm_sym(m: jax.Array, iters: int = 24) -> jax.Array:
-    """Spectral norm of the symmetric matrices ``m`` (…, k, k) by power iteration (a lower bound
+    """Spectral norm of the symmetric matrices ``m`` (…, k, k) by :func:`power_iteration` with
+    M as its own adjoint applied once per step (``iters`` products with M in all; a lower bound
     that converges to ‖m‖₂; fixed pseudo-random start)."""
     k = m.shape[-1]
     v0 = jax.random.normal(jax.random.PRNGKey(17), (k,), dtype=m.dtype)
-    v = jnp.broadcast_to(v0 / jnp.linalg.norm(v0), m.shape[:-1])
+    v0 = jnp.broadcast_to(v0 / jnp.linalg.norm(v0), m.shape[:-1])
     prec = _precision(m.dtype)
-
-    def body(_, carry):
-        v, _ = carry
-        w = jnp.einsum("...ij,...j->...i", m, v, precision=prec)
-        nw = jnp.linalg.norm(w, axis=-1, keepdims=True)
-        return w / jnp.where(nw > 0, nw, 1.0), nw[..., 0]
-
-    _, est = lax.fori_loop(0, iters, body, (v, jnp.zeros(m.shape[:-2], m.dtype)))
+    mv = lambda v: jnp.einsum("...ij,...j->...i", m, v, precision=prec)
+    est, _, _ = power_iteration(mv, lambda u: u, v0, iters - 1, batch_ndim=m.ndim - 2)
     return est
 
 
@@ -293,9 +286,8 @@ def sign_error(s: jax.Array, projector: jax.Array | None = None, iters: int = 24
     error dominates; compare with ``svd`` to see it).
     """
     sf = s.astype(_work_dtype(s.dtype))
-    if sf.shape[-2] > sf.shape[-1]:
-        sf = _mT(sf)
-    g = _mm(sf, _mT(sf), _precision(sf.dtype))
+    sf = oriented(sf, "wide")
+    g = _mm(sf, mT(sf), _precision(sf.dtype))
     p = jnp.eye(g.shape[-1], dtype=g.dtype) if projector is None else projector
     return _power_norm_sym(g - p, iters)
 
@@ -447,9 +439,8 @@ def singular_values(w: jax.Array, method: str = "gram") -> jax.Array:
         return jnp.linalg.svd(wf, compute_uv=False)
     if method != "gram":
         raise ValueError(f"unknown singular_values method {method!r}; known: ['gram', 'svd']")
-    if wf.shape[-2] > wf.shape[-1]:
-        wf = _mT(wf)
-    gram = _mm(wf, _mT(wf), _precision(wf.dtype))
+    wf = oriented(wf, "wide")
+    gram = _mm(wf, mT(wf), _precision(wf.dtype))
     lam = jnp.linalg.eigvalsh(gram)[..., ::-1]
     return jnp.sqrt(jnp.clip(lam, 0.0, None))
 
@@ -481,12 +472,24 @@ def singular_distribution(w: jax.Array, method: str = "gram") -> jax.Array:
     return _safe_div(s, jnp.sum(s, axis=-1, keepdims=True))
 
 
-def _tree_norm(t: Any) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(t)))
+def _tree_norm(t: Any, batch_ndim: int = 0) -> jax.Array:
+    """‖t‖ over every leaf's axes after the first ``batch_ndim`` (shape: the batch)."""
+    return jnp.sqrt(
+        sum(
+            jnp.sum(jnp.square(x), axis=tuple(range(batch_ndim, x.ndim)))
+            for x in jax.tree_util.tree_leaves(t)
+        )
+    )
 
 
-def _tree_scale(t: Any, c: jax.Array) -> Any:
-    return jax.tree_util.tree_map(lambda x: (x * c).astype(x.dtype), t)
+def _tree_normalise(t: Any, n: jax.Array, batch_ndim: int) -> Any:
+    """t / n per batch entry (0 where n = 0), in each leaf's dtype."""
+
+    def one(x):
+        nn = n.reshape(n.shape + (1,) * (x.ndim - batch_ndim))
+        return _safe_div(x, nn).astype(x.dtype)
+
+    return jax.tree_util.tree_map(one, t)
 
 
 def power_iteration(
@@ -497,15 +500,20 @@ def power_iteration(
     *,
     key: jax.Array | None = None,
     dtype: Any = jnp.float32,
+    batch_ndim: int = 0,
 ) -> tuple[jax.Array, Any, Any]:
-    """Top singular triple (σ, u, v) of a linear operator A given as closures.
+    """Top singular triple (σ, u, v) of a linear operator A given as closures (the one power
+    iteration of the library: the Jacobian monitor, :func:`top_singular_pair`, :func:`sign_error`).
 
     Args:
       matvec: ``v ↦ A v`` (e.g. a ``jax.jvp`` of a layer map); inputs/outputs may be pytrees.
-      rmatvec: ``u ↦ Aᵀ u`` (e.g. the ``jax.vjp`` function).
+      rmatvec: ``u ↦ Aᵀ u`` (e.g. the ``jax.vjp`` function). For a symmetric A pass the identity
+        to iterate v ← Av/‖Av‖ (σ is then |λ|_max).
       x0: a start vector (array or pytree in A's input space), or a shape tuple, in which case
         the start is ``normal(key, shape, dtype)`` (``key`` defaults to ``PRNGKey(0)``).
       iters: number of AᵀA applications.
+      batch_ndim: the leading axes of every leaf that index *independent* operators (a batch of
+        matrices); norms are taken per batch entry and σ has the batch's shape.
 
     Returns:
       ``(sigma, u, v)`` with ‖v‖ = ‖u‖ = 1 and A v = σ u (σ a lower bound that converges to
@@ -513,25 +521,16 @@ def power_iteration(
     """
     if isinstance(x0, tuple) and all(isinstance(d, int) for d in x0):
         x0 = jax.random.normal(jax.random.PRNGKey(0) if key is None else key, x0, dtype)
-    n0 = _tree_norm(x0)
-    v = _tree_scale(x0, _safe_div(jnp.ones_like(n0), n0))
+    v = _tree_normalise(x0, _tree_norm(x0, batch_ndim), batch_ndim)
 
     def body(_, v):
         w = rmatvec(matvec(v))
-        nw = _tree_norm(w)
-        return _tree_scale(w, _safe_div(jnp.ones_like(nw), nw))
+        return _tree_normalise(w, _tree_norm(w, batch_ndim), batch_ndim)
 
     v = lax.fori_loop(0, iters, body, v)
     av = matvec(v)
-    sigma = _tree_norm(av)
-    u = _tree_scale(av, _safe_div(jnp.ones_like(sigma), sigma))
-    return sigma, u, v
-
-
-def _start_vector(shape: tuple[int, ...], key: jax.Array | None, dtype: Any) -> jax.Array:
-    key = jax.random.PRNGKey(0) if key is None else key
-    v = jax.random.normal(key, shape, dtype)
-    return v / jnp.linalg.norm(v, axis=-1, keepdims=True)
+    sigma = _tree_norm(av, batch_ndim)
+    return sigma, _tree_normalise(av, sigma, batch_ndim), v
 
 
 def top_singular_pair(
@@ -547,16 +546,9 @@ def top_singular_pair(
     prec = _precision(wf.dtype)
     mv = lambda v: jnp.einsum("...ij,...j->...i", wf, v, precision=prec)
     rmv = lambda u: jnp.einsum("...ij,...i->...j", wf, u, precision=prec)
-
-    def normalise(x):
-        n = jnp.linalg.norm(x, axis=-1, keepdims=True)
-        return _safe_div(x, n)
-
-    v = _start_vector(wf.shape[:-2] + wf.shape[-1:], key, wf.dtype)
-    v = lax.fori_loop(0, iters, lambda _, v: normalise(rmv(mv(v))), v)
-    av = mv(v)
-    sigma = jnp.linalg.norm(av, axis=-1)
-    return sigma, normalise(av), v
+    key = jax.random.PRNGKey(0) if key is None else key
+    v0 = jax.random.normal(key, wf.shape[:-2] + wf.shape[-1:], wf.dtype)
+    return power_iteration(mv, rmv, v0, iters, batch_ndim=wf.ndim - 2)
 
 
 def spectral_norm_power(w: jax.Array, iters: int = 30, key: jax.Array | None = None) -> jax.Array:

@@ -53,6 +53,7 @@ import optax
 from jax import lax
 
 from jaxspectra import groups as G
+from jaxspectra import matrices
 from jaxspectra.linalg import _safe_div
 
 SCALAR_STATS = ("sigma_max", "fro", "stable_rank", "gram_offdiag")
@@ -66,10 +67,9 @@ DEFAULT_GROUPS = ("attention", "mlp", "embedding", "head", "other")
 
 
 def _short_gram(w: jax.Array) -> jax.Array:
-    wf = w.astype(jnp.float64 if w.dtype == jnp.float64 else jnp.float32)
-    if wf.shape[-2] < wf.shape[-1]:  # wide: rows are the short side
-        return jnp.matmul(wf, jnp.swapaxes(wf, -1, -2), precision=lax.Precision.HIGHEST)
-    return jnp.matmul(jnp.swapaxes(wf, -1, -2), wf, precision=lax.Precision.HIGHEST)
+    """The short side's k×k Gram matrix (WWᵀ for a wide W, WᵀW for a tall or square one)."""
+    wf = matrices.oriented(w.astype(jnp.float64 if w.dtype == jnp.float64 else jnp.float32), "tall")
+    return jnp.matmul(matrices.mT(wf), wf, precision=lax.Precision.HIGHEST)
 
 
 def matrix_stats(w: jax.Array) -> dict[str, jax.Array]:
@@ -110,11 +110,8 @@ def delta_sigma(sv_t: Any, sv_next: Any) -> Any:
 
 def matrix_stats_np(w: np.ndarray, dtype: Any = np.float32) -> dict[str, np.ndarray]:
     """NumPy twin of :func:`matrix_stats` for the host monitor (``dtype`` of the Gram route)."""
-    wf = np.asarray(w, dtype=dtype)
-    if wf.shape[-2] < wf.shape[-1]:
-        g = wf @ np.swapaxes(wf, -1, -2)
-    else:
-        g = np.swapaxes(wf, -1, -2) @ wf
+    wf = matrices.oriented(np.asarray(w, dtype=dtype), "tall")
+    g = matrices.mT(wf) @ wf
     lam = np.linalg.eigvalsh(g)[..., ::-1]
     sv = np.sqrt(np.clip(lam, 0.0, None))
     diag = np.diagonal(g, axis1=-2, axis2=-1).copy()
@@ -154,8 +151,7 @@ def matrix_entries(params: Any, groups: Sequence[str] = DEFAULT_GROUPS,
         where = "top" if layer is None else f"block_{layer}"
         mod = G.module_name(path)
         if mod == "qkv" and split_qkv and x.shape[-1] % 3 == 0:
-            parts = np.split(x, 3, axis=-1) if isinstance(x, np.ndarray) else G.split_qkv(x)
-            for name, part in zip("qkv", parts):
+            for name, part in zip("qkv", G.split_qkv(x)):
                 out.append((f"spectral/{grp}/{where}/{name}", grp, part))
         else:
             out.append((f"spectral/{grp}/{where}/{mod}", grp, x))
@@ -183,26 +179,27 @@ def _group_max(metrics: dict[str, Any], entries_groups: dict[str, str], xp) -> d
     return {f"spectral/{g}/max_sigma": v for g, v in best.items()}
 
 
+def _banked_stats(entries: list[tuple[str, str, Any]]) -> list[dict[str, jax.Array]]:
+    """:func:`matrix_stats` of every entry, same-shaped matrices stacked into one batched
+    eigenproblem (:func:`jaxspectra.matrices.map_banks`); each entry's stats keep its leading
+    axes."""
+    stacks = [x.reshape((-1,) + x.shape[-2:]) for _, _, x in entries]
+    per = matrices.map_banks(matrix_stats, stacks)
+    return [
+        {k: v.reshape(x.shape[:-2] + v.shape[1:]) for k, v in st.items()}
+        for st, (_, _, x) in zip(per, entries)
+    ]
+
+
 def spectral_metrics(params: Any, groups: Sequence[str] = DEFAULT_GROUPS,
                      split_qkv: bool = True, arrays: bool = True) -> dict[str, jax.Array]:
     """All spectral metrics of ``params`` (pure, jit-compatible): same-shaped matrices are
     stacked into one batched eigenproblem. ``arrays=False`` drops ``sv``/``gram_diag``."""
     entries = matrix_entries(params, groups, split_qkv)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, (_, _, x) in enumerate(entries):
-        by_shape.setdefault((tuple(x.shape[-2:]), jnp.dtype(x.dtype).name), []).append(i)
     metrics: dict[str, Any] = {}
-    for idxs in by_shape.values():
-        xs = [entries[i][2] for i in idxs]
-        flat = [x.reshape((-1,) + x.shape[-2:]) for x in xs]
-        stats = matrix_stats(jnp.concatenate(flat, axis=0))
-        off = 0
-        for i, x in zip(idxs, xs):
-            n = int(np.prod(x.shape[:-2], dtype=int))
-            sub = {k: v[off:off + n].reshape(x.shape[:-2] + v.shape[1:]) for k, v in stats.items()
-                   if arrays or k in SCALAR_STATS}
-            metrics.update(_expand(entries[i][0], sub, tuple(x.shape[:-2])))
-            off += n
+    for (prefix, _, x), stats in zip(entries, _banked_stats(entries)):
+        sub = {k: v for k, v in stats.items() if arrays or k in SCALAR_STATS}
+        metrics.update(_expand(prefix, sub, tuple(x.shape[:-2])))
     metrics.update(_group_max(metrics, {}, jnp))
     return metrics
 
@@ -372,9 +369,9 @@ def spectral_monitor(every: int = 50, groups: Sequence[str] = DEFAULT_GROUPS,
         new_params = optax.apply_updates(params, updates)
 
         def record(_):
-            a = {n: matrix_stats(x) for n, _, x in matrix_entries(params, groups, split_qkv)}
-            b = {n: matrix_stats(x)["sv"] for n, _, x in matrix_entries(new_params, groups,
-                                                                        split_qkv)}
+            now, nxt = (matrix_entries(p, groups, split_qkv) for p in (params, new_params))
+            a = {n: st for (n, _, _), st in zip(now, _banked_stats(now))}
+            b = {n: st["sv"] for (n, _, _), st in zip(nxt, _banked_stats(nxt))}
             f32 = lambda v: v.astype(jnp.float32)
             return (state.count,
                     {n: f32(a[n]["sigma_max"]) for n in a},

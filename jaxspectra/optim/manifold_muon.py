@@ -22,9 +22,10 @@ back, as in the paper) with gradient g, one step is
 
 The transformation returns ``updates = retract(W − η·A) − W`` (apply with
 ``optax.apply_updates``), so it must be the last element of a chain and needs ``params``.
-Matrices of the same (tall) shape are stacked into one bank and solved together (one batched
-``lax.while_loop``; the early stop freezes each matrix at its own step and the loop ends when
-every matrix of the bank has stopped or K is reached — the same result as a per-matrix loop).
+Matrices of the same (tall) shape are stacked into one bank (:mod:`jaxspectra.matrices`) and
+solved together (one batched ``lax.while_loop``; the early stop freezes each matrix at its own
+step and the loop ends when every matrix of the bank has stopped or K is reached — the same
+result as a per-matrix loop).
 
 Checked numerically (float64, exact sign; ``tests/optim/test_manifold_muon.py``): for a square
 Stiefel W, Λ₀ is already exact (G + 2WΛ₀ = W·skew(WᵀG), violation ~1e-15, the early stop fires at
@@ -60,7 +61,6 @@ Example:
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -68,7 +68,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxspectra import groups, linalg
+from jaxspectra import groups, linalg, matrices
+from jaxspectra.matrices import mT
 from jaxspectra.optim import retractions
 from jaxspectra.optim.retractions import MANIFOLDS, check_manifold, check_retraction
 
@@ -77,7 +78,7 @@ __all__ = [
     "ManifoldMuonState",
     "dual_ascent",
     "manifold_muon",
-    "paper004",
+    "paper004_manifold_muon",
     "project_to_manifold",
     "tangent_projector",
 ]
@@ -119,10 +120,6 @@ def tangent_projector(manifold: str) -> Callable[[jax.Array], jax.Array]:
     return lambda m: m * jnp.eye(m.shape[-1], dtype=m.dtype)
 
 
-def _mT(x: jax.Array) -> jax.Array:
-    return jnp.swapaxes(x, -1, -2)
-
-
 def _rms(h: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(jnp.square(h), axis=(-2, -1)))
 
@@ -159,18 +156,18 @@ def dual_ascent(
     """
     proj = tangent_projector(manifold)
     batch = w.shape[0]
-    wtg = _mT(w) @ g
+    wtg = mT(w) @ g
     if lam0 is None:
-        lam0 = -0.25 * proj(wtg + _mT(wtg))
+        lam0 = -0.25 * proj(wtg + mT(wtg))
     lam0 = lam0.astype(w.dtype)
     sel = lambda mask, a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
 
     def body(carry):
         k, lam, a_out, v_out, lam_out, used, done = carry
-        lam_s = 0.5 * (lam + _mT(lam))
-        a = retractions.matrix_sign(g + 2.0 * (w @ proj(lam_s)), sign_method).astype(w.dtype)
-        wta = _mT(w) @ a
-        h = proj(wta + _mT(wta))
+        lam_s = 0.5 * (lam + mT(lam))
+        a = linalg.matrix_sign(g + 2.0 * (w @ proj(lam_s)), sign_method).astype(w.dtype)
+        wta = mT(w) @ a
+        h = proj(wta + mT(wta))
         v = _rms(h)
         active = ~done
         if safeguard or early_stop:
@@ -208,50 +205,11 @@ def dual_ascent(
 # --------------------------------------------------------------------------------------------
 
 
-class _Layout(NamedTuple):
-    """How a leaf maps to a tall bank ``(B, m, n)`` and back."""
-
-    shape: tuple[int, ...]  # the leaf's shape
-    split: bool  # fused qkv split into Q, K, V
-    wide: bool  # transposed
-    batch_shape: tuple[int, ...]  # metric shape (leading axes, + (3,) when split)
-    mn: tuple[int, int]  # tall matrix shape
-
-
-def _layout(path: str, shape: tuple[int, ...], qkv: str) -> _Layout:
-    if len(shape) < 2:
-        raise ValueError(
-            f"manifold_muon manages matrices, but parameter {path!r} has shape {shape} "
-            f"({len(shape)}-D); exclude it with optax.partition / a mask (1-D params go to AdamW)"
-        )
-    split = qkv == "split" and groups.module_name(path) == "qkv"
-    rows, cols = shape[-2], shape[-1]
-    lead = tuple(shape[:-2])
-    if split:
-        if cols % 3:
-            raise ValueError(f"qkv='split' needs {path!r}'s last axis divisible by 3, got {shape}")
-        cols //= 3
-        lead = lead + (3,)
-    wide = rows < cols
-    mn = (cols, rows) if wide else (rows, cols)
-    return _Layout(tuple(shape), split, wide, lead, mn)
-
-
-def _to_bank(x: jax.Array, lay: _Layout) -> jax.Array:
-    if lay.split:
-        x = jnp.stack(groups.split_qkv(x), axis=-3)
-    if lay.wide:
-        x = _mT(x)
-    return x.reshape((-1,) + lay.mn)
-
-
-def _from_bank(x: jax.Array, lay: _Layout) -> jax.Array:
-    x = x.reshape(lay.batch_shape + lay.mn)
-    if lay.wide:
-        x = _mT(x)
-    if lay.split:
-        x = groups.merge_qkv(*(x[..., i, :, :] for i in range(3)))
-    return x
+def _layout(path: str, shape: tuple[int, ...], qkv: str) -> matrices.MatrixView:
+    """The leaf's matrices in paper 004's tall layout (Q, K, V apart when ``qkv="split"``)."""
+    return matrices.view_of(
+        path, shape, split_qkv=qkv == "split", orient="tall", owner="manifold_muon"
+    )
 
 
 def _compute_dtype(dtype: Any) -> Any:
@@ -313,9 +271,9 @@ def project_to_manifold(
         p = groups.path_to_str(path)
         lay = _layout(p, jnp.shape(x), qkv)
         x = jnp.asarray(x)
-        bank = _to_bank(x.astype(_compute_dtype(x.dtype)), lay)
+        bank = matrices.to_stack(x.astype(_compute_dtype(x.dtype)), lay)
         out = retractions.retract(bank, manifold, retraction, sign_method=sign_method)
-        return _from_bank(out, lay).astype(x.dtype)
+        return matrices.from_stack(out, lay).astype(x.dtype)
 
     return jax.tree_util.tree_map_with_path(one, params, mask_tree)
 
@@ -426,29 +384,21 @@ def manifold_muon(
         lam_prev = treedef.flatten_up_to(state.dual) if warm_start else [None] * len(flat_w)
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
 
-        # Group leaves into banks of equal tall shape and compute dtype.
-        banks: dict[Any, list[int]] = collections.defaultdict(list)
-        for i, ((_, w), lay) in enumerate(zip(flat_w, lays)):
-            banks[(lay.mn, _compute_dtype(w.dtype))].append(i)
+        # Banks of equal tall shape and compute dtype (jaxspectra.matrices).
+        cdts = [_compute_dtype(w.dtype) for _, w in flat_w]
+        w_st = [matrices.to_stack(w.astype(c), lay) for (_, w), c, lay in zip(flat_w, cdts, lays)]
+        g_st = [matrices.to_stack(g.astype(c), lay) for g, c, lay in zip(flat_g, cdts, lays)]
+        plan = matrices.plan_banks(w_st)
+        lam_banks = [None] * len(plan.banks)
+        if warm_start:
+            prev = [lp.reshape((-1,) + lp.shape[-2:]).astype(c) for lp, c in zip(lam_prev, cdts)]
+            lam_banks = matrices.to_banks(prev, plan)
 
-        new_w: list[Any] = [None] * len(flat_w)
-        viol: list[Any] = [None] * len(flat_w)
-        used: list[Any] = [None] * len(flat_w)
-        lams: list[Any] = [None] * len(flat_w)
-        for (_, cdt), idx in banks.items():
-            w = [_to_bank(flat_w[i][1].astype(cdt), lays[i]) for i in idx]
-            g = [_to_bank(flat_g[i].astype(cdt), lays[i]) for i in idx]
-            sizes = [x.shape[0] for x in w]
-            w_b = jnp.concatenate(w) if len(w) > 1 else w[0]
-            g_b = jnp.concatenate(g) if len(g) > 1 else g[0]
+        def solve(w_b, g_b, lam_prev_b):
             lam0 = None
             if warm_start:
-                n = lays[idx[0]].mn[1]
-                prev = jnp.concatenate([lam_prev[i].reshape(-1, n, n).astype(cdt) for i in idx])
-                fresh = -0.25 * tangent_projector(manifold)(
-                    _mT(w_b) @ g_b + _mT(g_b) @ w_b
-                )
-                lam0 = jnp.where(state.count == 0, fresh, prev)
+                fresh = -0.25 * tangent_projector(manifold)(mT(w_b) @ g_b + mT(g_b) @ w_b)
+                lam0 = jnp.where(state.count == 0, fresh, lam_prev_b)
             a, v, k, lam = dual_ascent(
                 w_b,
                 g_b,
@@ -461,18 +411,21 @@ def manifold_muon(
                 sign_method=sign_method,
                 lam0=lam0,
             )
-            eta = jnp.asarray(lr, cdt)
+            eta = jnp.asarray(lr, w_b.dtype)
             w_new = retractions.retract(w_b - eta * a, manifold, retraction, sign_method=ret_sign)
-            offsets = [0]
-            for s in sizes:
-                offsets.append(offsets[-1] + s)
-            for j, i in enumerate(idx):
-                lo, hi = offsets[j], offsets[j + 1]
-                lay = lays[i]
-                new_w[i] = _from_bank(w_new[lo:hi], lay)
-                viol[i] = v[lo:hi].reshape(lay.batch_shape)
-                used[i] = k[lo:hi].reshape(lay.batch_shape)
-                lams[i] = lam[lo:hi].reshape(lay.batch_shape + lam.shape[-2:])
+            return w_new, v, k, lam
+
+        results = [
+            solve(w_b, g_b, l_b)
+            for w_b, g_b, l_b in zip(
+                matrices.to_banks(w_st, plan), matrices.to_banks(g_st, plan), lam_banks
+            )
+        ]
+        per_leaf = matrices.from_banks(results, plan)
+        new_w = [matrices.from_stack(r[0], lay) for r, lay in zip(per_leaf, lays)]
+        viol = [matrices.per_matrix(r[1], lay) for r, lay in zip(per_leaf, lays)]
+        used = [matrices.per_matrix(r[2], lay) for r, lay in zip(per_leaf, lays)]
+        lams = [matrices.per_matrix(r[3], lay) for r, lay in zip(per_leaf, lays)]
 
         updates = [
             (nw - w.astype(nw.dtype)).astype(w.dtype) for nw, (_, w) in zip(new_w, flat_w)
@@ -492,7 +445,7 @@ def manifold_muon(
 PAPER004_SIGN = "polar_express"
 
 
-def paper004(
+def paper004_manifold_muon(
     learning_rate: optax.ScalarOrSchedule,
     manifold: str = "stiefel",
     **overrides: Any,

@@ -24,8 +24,8 @@ assignment             attention           MLP
 * Muon family on attention and MLP: lr_muon(t) = 0.02 · lr_adamw(t) / 6e-4, momentum 0.95
   (sum-form Nesterov); unconstrained Muon decays (wd 0.1, :func:`jaxspectra.optim.muon.paper_muon`),
   manifold-managed weights are not decayed
-  (:func:`jaxspectra.optim.manifold_muon.paper004`: K = 20, α = 0.1, early stop at 1e-6,
-  Polar-Express sign, the authors' sorted DGram retraction).
+  (:func:`jaxspectra.optim.manifold_muon.paper004_manifold_muon`: K = 20, α = 0.1, early stop
+  at 1e-6, Polar-Express sign, the authors' sorted DGram retraction).
 * The paper's runs also clip the global gradient norm at 1.0 (``clip_norm=1.0`` here; off by
   default because the trainer usually owns clipping).
 
@@ -207,8 +207,9 @@ def paper004(
         DGram retraction).
       strict: see :func:`module_wise`.
       **manifold_overrides: keyword arguments of
-        :func:`jaxspectra.optim.manifold_muon.manifold_muon` replacing the ``paper004`` preset's
-        (``inner_steps``, ``alpha``, ``retraction``, ``safeguard``, ``warm_start``, ``qkv``, ...).
+        :func:`jaxspectra.optim.manifold_muon.manifold_muon` replacing the
+        ``paper004_manifold_muon`` preset's (``inner_steps``, ``alpha``, ``retraction``,
+        ``safeguard``, ``warm_start``, ``qkv``, ...).
         ``retraction`` applies to the DGram-managed group only (Stiefel always uses the polar
         factor).
     """
@@ -253,7 +254,7 @@ def paper004(
         if sign_method is not None:  # the inner loop's and the retraction's sign
             kw.setdefault("sign_method", sign_method)
             kw.setdefault("retraction_sign_method", sign_method)
-        return mm.paper004(lr_muon, manifold, **kw)
+        return mm.paper004_manifold_muon(lr_muon, manifold, **kw)
 
     tx = module_wise(attention=family(attn_m), mlp=family(mlp_m), rest=rest, strict=strict)
     if clip_norm is not None:

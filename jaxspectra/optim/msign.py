@@ -26,8 +26,8 @@ kernel ``(…, d, 3d)`` is restored as its Q, K and V parts (paper 003's cost mo
 separately; ``split_qkv=False`` restores it whole).
 
 Cost: same-shape matrices of all targets are signed in one batched call (wide orientation, so
-fc ``768×3072`` and proj ``3072×768`` share a batch); the restoration sits in a ``lax.cond``,
-so non-trigger steps cost only the predicate. Under ``vmap`` a ``cond`` becomes a ``select`` and
+fc ``768×3072`` and proj ``3072×768`` share a batch; :mod:`jaxspectra.matrices` builds the
+banks); the restoration sits in a ``lax.cond``, so non-trigger steps cost only the predicate. Under ``vmap`` a ``cond`` becomes a ``select`` and
 both branches run on every step: sweep ``period`` in a Python loop (or ``jax.lax.map``), never
 by vmapping a traced period or step count.
 
@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxspectra import groups, linalg
+from jaxspectra import groups, linalg, matrices
 
 PRESETS = {
     "all_2d": None,  # every leaf with ndim >= 2
@@ -161,36 +161,22 @@ def _check_flags(named: list[tuple[str, Any]], flags: list[bool], what: str) -> 
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_qkv(path: str, split: bool) -> bool:
-    return split and groups.module_name(path) == "qkv"
-
-
-def _to_mats(path: str, x: jax.Array, split: bool) -> jax.Array:
-    """(n_mats, m, n) float32 view of a target leaf (Q/K/V parts on a new leading axis)."""
-    x = x.astype(jnp.float32)
-    if _is_qkv(path, split):
-        if x.shape[-1] % 3:
-            raise ValueError(
-                f"msign: fused qkv {path!r} has shape {x.shape}; its last axis must be 3·d "
-                "(or pass split_qkv=False)"
-            )
-        x = jnp.stack(groups.split_qkv(x), axis=-3)
-    return x.reshape((-1,) + x.shape[-2:])
-
-
-def _from_mats(path: str, mats: jax.Array, like: jax.Array, split: bool) -> jax.Array:
-    if _is_qkv(path, split):
-        parts = mats.reshape(like.shape[:-2] + (3, like.shape[-2], like.shape[-1] // 3))
-        return groups.merge_qkv(parts[..., 0, :, :], parts[..., 1, :, :], parts[..., 2, :, :])
-    return mats.reshape(like.shape)
+def _view(path: str, shape: tuple[int, ...], split: bool) -> matrices.MatrixView:
+    """The leaf's matrices in their own orientation (Q/K/V parts on a batch axis if split)."""
+    return matrices.view_of(path, shape, split_qkv=split, owner="msign")
 
 
 def n_matrices(path: str, shape: tuple[int, ...], split_qkv: bool = True) -> int:
     """How many matrices MSign restores in a leaf of this path and shape."""
-    n = 1
-    for d in shape[:-2]:
-        n *= d
-    return n * (3 if _is_qkv(path, split_qkv) else 1)
+    return _view(path, tuple(shape), split_qkv).n
+
+
+def _restore_bank(x: jax.Array, method: str, sign_kwargs: dict[str, Any]) -> jax.Array:
+    """R(X) = ‖X‖_F · sign(X) / ‖sign(X)‖_F (eq. 14) for a bank ``(n, m, k)`` (float32)."""
+    s = linalg.matrix_sign(x, method, **sign_kwargs).astype(jnp.float32)
+    fx = jnp.sqrt(jnp.sum(jnp.square(x), axis=(-2, -1), keepdims=True))
+    fs = jnp.sqrt(jnp.sum(jnp.square(s), axis=(-2, -1), keepdims=True))
+    return s * jnp.where(fs > 0, fx / jnp.where(fs > 0, fs, 1.0), 0.0)
 
 
 def restore(
@@ -198,29 +184,13 @@ def restore(
 ) -> dict[str, jax.Array]:
     """R(X) = ‖X‖_F · sign(X) / ‖sign(X)‖_F per matrix (eq. 14) for a dict of (n, m, k) stacks.
 
-    Same-shape matrices (after turning tall ones wide) are signed in one batched call.
+    Same-shape matrices (after turning tall ones wide) are signed in one batched call
+    (:func:`jaxspectra.matrices.map_banks`).
     """
     keys = list(mats)
-    by_shape: dict[tuple[int, int], list[tuple[str, bool]]] = {}
-    for key in keys:
-        m, k = mats[key].shape[-2:]
-        tall = m > k
-        by_shape.setdefault((min(m, k), max(m, k)), []).append((key, tall))
-    out: dict[str, jax.Array] = {}
-    for _, members in by_shape.items():
-        stack = [linalg._mT(mats[key]) if tall else mats[key] for key, tall in members]
-        sizes = [s.shape[0] for s in stack]
-        x = jnp.concatenate(stack, axis=0) if len(stack) > 1 else stack[0]
-        s = linalg.matrix_sign(x, method, **sign_kwargs).astype(jnp.float32)
-        fx = jnp.sqrt(jnp.sum(jnp.square(x), axis=(-2, -1), keepdims=True))
-        fs = jnp.sqrt(jnp.sum(jnp.square(s), axis=(-2, -1), keepdims=True))
-        r = s * jnp.where(fs > 0, fx / jnp.where(fs > 0, fs, 1.0), 0.0)
-        start = 0
-        for (key, tall), size in zip(members, sizes):
-            piece = r[start : start + size]
-            start += size
-            out[key] = linalg._mT(piece) if tall else piece
-    return out
+    wide = [matrices.oriented(mats[k], "wide") for k in keys]
+    out = matrices.map_banks(lambda x: _restore_bank(x, method, sign_kwargs), wide)
+    return {k: r if r.shape == mats[k].shape else matrices.mT(r) for k, r in zip(keys, out)}
 
 
 def _srank_est(mats: jax.Array, iters: int) -> jax.Array:
@@ -295,8 +265,9 @@ def msign(
             )
         leaves, treedef = target_paths(params)
         u_leaves = treedef.flatten_up_to(updates)
+        views = {p: _view(p, jnp.shape(x), split_qkv) for p, x, f in leaves if f}
         new_mats = {
-            p: _to_mats(p, x.astype(jnp.float32) + u.astype(jnp.float32), split_qkv)
+            p: matrices.to_stack(x.astype(jnp.float32) + u.astype(jnp.float32), views[p])
             for (p, x, f), u in zip(leaves, u_leaves)
             if f
         }
@@ -315,12 +286,12 @@ def msign(
             out = {}
             for p, rm in r.items():
                 x, u = x_by_path[p], u_by_path[p]
-                delta = (_from_mats(p, rm, x, split_qkv) - x.astype(jnp.float32)).astype(u.dtype)
+                delta = (matrices.from_stack(rm, views[p]) - x.astype(jnp.float32)).astype(u.dtype)
                 if select is None:
                     out[p] = delta
                 else:
                     sel = jnp.broadcast_to(select[p][:, None, None], rm.shape)
-                    out[p] = jnp.where(_from_mats(p, sel, x, split_qkv), delta, u)
+                    out[p] = jnp.where(matrices.from_stack(sel, views[p]), delta, u)
             return out, r
 
         if not adaptive:

@@ -23,8 +23,6 @@ and diag(QᵀX) = |D|, so X is returned unchanged; it needs one matrix sign and 
 
 Example:
   >>> import jax.numpy as jnp
-
-from jaxspectra import linalg
   >>> x = jnp.eye(4, 2) * jnp.array([0.5, 2.0])        # on DGram, unsorted column norms
   >>> retract(x, "dgram", sign_method="svd")[:2]
   Array([[0.5, 0. ],
@@ -40,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxspectra import linalg
+from jaxspectra.matrices import mT
 
 MANIFOLDS = ("stiefel", "dgram", "oblique")
 RETRACTIONS = ("default", "sorted")
@@ -65,14 +64,9 @@ def check_retraction(manifold: str, retraction: str) -> str:
     return retraction
 
 
-def matrix_sign(x: jax.Array, method: str = "auto") -> jax.Array:
-    """The polar factor through :func:`jaxspectra.linalg.matrix_sign` (partial isometry)."""
-    return linalg.matrix_sign(x, method=method)
-
-
 def stiefel(x: jax.Array, sign_method: str = "auto") -> jax.Array:
     """Polar factor of ``x`` (the closest matrix with orthonormal columns)."""
-    return matrix_sign(x, sign_method)
+    return linalg.matrix_sign(x, sign_method)
 
 
 def oblique(x: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -83,7 +77,7 @@ def oblique(x: jax.Array, eps: float = 1e-8) -> jax.Array:
 
 def dgram(x: jax.Array, sign_method: str = "auto") -> jax.Array:
     """Q · diag(QᵀX) with Q = sign(X): diagonal Gram, the identity on the DGram manifold."""
-    q = matrix_sign(x, sign_method)
+    q = linalg.matrix_sign(x, sign_method)
     scales = jnp.sum(q * x, axis=-2, keepdims=True)  # diag(QᵀX) as a row
     return q * scales
 
@@ -100,8 +94,8 @@ def dgram_sorted(x: jax.Array, sign_method: str = "svd") -> jax.Array:
     if sign_method == "svd":
         u, s, vt = jnp.linalg.svd(x, full_matrices=False)
         return (u @ vt) * s[..., None, :]
-    q = matrix_sign(x, sign_method)
-    gram = jnp.matmul(jnp.swapaxes(x, -1, -2), x, precision=jax.lax.Precision.HIGHEST)
+    q = linalg.matrix_sign(x, sign_method)
+    gram = jnp.matmul(mT(x), x, precision=jax.lax.Precision.HIGHEST)
     evals = jnp.linalg.eigvalsh(gram)[..., ::-1]
     return q * jnp.sqrt(jnp.maximum(evals, 0.0))[..., None, :]
 

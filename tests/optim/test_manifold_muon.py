@@ -358,18 +358,19 @@ def test_jit_pmap_and_sharding_match_one_device(n_devices):
 
 
 def test_paper004_preset_is_the_authors_algorithm():
-    """With an exact sign swapped in, paper004('dgram') == the NumPy transcription (sorted)."""
+    """With an exact sign swapped in, paper004_manifold_muon('dgram') == the NumPy transcription
+    (sorted)."""
     rng = np.random.default_rng(10)
     w0 = _on_manifold(rng, (4, 8), "dgram")
     g = rng.standard_normal((4, 8))
     with x64_scope():
-        opt = mm.paper004(0.05, "dgram", sign_method=ACCURATE)
+        opt = mm.paper004_manifold_muon(0.05, "dgram", sign_method=ACCURATE)
         p, s = _step(opt, {"k": jnp.asarray(w0)}, {"k": jnp.asarray(g)})
     w1, _, v, k = ref.np_manifold_muon_step(w0, g, np.zeros((4, 8)), 0.05, "dgram",
                                             retraction="sorted")
     np.testing.assert_allclose(np.asarray(p["k"]), w1, atol=1e-7)
     assert int(s.inner_steps["k"]) == k and s.dual is None
-    assert isinstance(mm.paper004(0.02, "stiefel"), optax.GradientTransformation)
+    assert isinstance(mm.paper004_manifold_muon(0.02, "stiefel"), optax.GradientTransformation)
 
 
 def test_bad_input_errors():

@@ -251,7 +251,8 @@ def test_paper004_manifold_steps(assignment):
     lr_a, lr_m = paper004_schedules(total, warmup_steps=warm)
     for manifold, keys in ((attn_m, ATTN), (mlp_m, MLP)):
         sub = {k: jnp.asarray(p0[k]) for k in keys}
-        alone = mm.paper004(lr_m, manifold, sign_method="svd", retraction_sign_method="svd")
+        alone = mm.paper004_manifold_muon(lr_m, manifold, sign_method="svd",
+                                          retraction_sign_method="svd")
         sub_out, _ = _run(alone, sub, [{k: _flat(g)[k] for k in keys} for g in grads_seq])
         for k in keys:
             np.testing.assert_allclose(of[k], np.asarray(sub_out[k]), atol=1e-5, err_msg=k)
