@@ -97,9 +97,8 @@ GROUPS = ("attention", "mlp")
 _BASE = dict(parts="emergence,schedules,wd,muon", warmup_frac=0.05, lr=2e-3, muon_lr=0.02,
              seed=0, n_heads=4, weights_every_logs=4)
 PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(_BASE, source="default", n_layers=2, d_model=32, n_heads=2, d_mlp=128,
-                  seq_len=64, batch_size=16, steps=240, every=10, seeds=2, lr=3e-3,
-                  muon_lr=0.02),
+    "smoke": dict(_BASE, source="default", n_layers=2, d_model=16, n_heads=2, d_mlp=64,
+                  seq_len=32, batch_size=8, steps=200, every=10, seeds=2, lr=3e-3),
     "full": dict(_BASE, source="docs", n_layers=4, d_model=256, d_mlp=1024, seq_len=256,
                  batch_size=64, steps=2000, every=25, seeds=3),
 }
@@ -434,11 +433,11 @@ class SpectraHook(Hook):
 
 def delta_sigma_series(sv: Mapping[int, Mapping[str, np.ndarray]]) -> tuple[np.ndarray,
                                                                             dict[str, np.ndarray]]:
-    """``(steps, {name: ΔΣ [n, M]})`` for every step t with spectra at t and t + 1 (one step
-    apart: paper 002 §3.3)."""
+    """``(steps, {name: ΔΣ [n, M]})`` for every step t > 0 with spectra at t and t + 1 (one step
+    apart: paper 002 §3.3; t = 0 is left out: optax's warm-up has η = 0 at step 0)."""
     from jaxspectra.monitors.spectral import delta_sigma
 
-    steps = np.array(sorted(t for t in sv if t + 1 in sv), dtype=np.int64)
+    steps = np.array(sorted(t for t in sv if t + 1 in sv and t > 0), dtype=np.int64)
     names = sorted(sv[int(steps[0])]) if len(steps) else []
     out = {n: np.stack([delta_sigma(sv[int(t)][n], sv[int(t) + 1][n]) for t in steps])
            for n in names}
@@ -721,7 +720,7 @@ def part_emergence(c, runs, out_dir) -> tuple[list[Check], list[str], list[pathl
 
 def part_schedules(c, runs, out_dir):
     T = int(c["steps"])
-    w = DECAY_WINDOW_FRAC * T
+    w = max(DECAY_WINDOW_FRAC * T, 3 * int(c["every"]))  # ≥ 3 log points per window
     checks, lines = [], []
     e = runs["E"]
     m_cos = next(i for i, m in enumerate(e["members"])
@@ -743,7 +742,7 @@ def part_schedules(c, runs, out_dir):
                        out_dir / "sosd_pretrain_schedules.png",
                        "llama: WSD (decay from 72 %), step ×0.1 at 50/75 % (red), cosine → 0.1×",
                        marks=[f * T for f in STEP_MILESTONES])]
-    lines.append("* windows: ±10 % of T around each decay (ΔΣ median, loss mean)")
+    lines.append(f"* windows: {w:.0f} steps before / after each decay (ΔΣ median, loss mean)")
     return checks, lines, figs
 
 
