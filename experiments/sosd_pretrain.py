@@ -95,12 +95,12 @@ STEP_MILESTONES = (0.5, 0.75)
 GROUPS = ("attention", "mlp")
 
 _BASE = dict(parts="emergence,schedules,wd,muon", warmup_frac=0.05, lr=2e-3, muon_lr=0.02,
-             seed=0, n_heads=4, weights_every_logs=4)
+             seed=0, n_heads=4, weights_every_logs=4, dtype="float32")
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(_BASE, source="default", n_layers=2, d_model=16, n_heads=2, d_mlp=64,
                   seq_len=32, batch_size=8, steps=200, every=10, seeds=2, lr=3e-3),
     "full": dict(_BASE, source="docs", n_layers=4, d_model=256, d_mlp=1024, seq_len=256,
-                 batch_size=64, steps=2000, every=25, seeds=3),
+                 batch_size=64, steps=2000, every=25, seeds=3, dtype="bfloat16"),
 }
 
 
@@ -355,7 +355,7 @@ def train_config(c: Mapping[str, Any], spec: RunSpec, run_dir: pathlib.Path):
                  clip_norm=1.0, lr_multipliers=False, schedule_options=sched_opts)
     d = {
         "run": {"dir": str(run_dir), "seed": int(c["seed"]), "num_devices": 1},
-        "model": {"name": model, "options": {
+        "model": {"name": model, "dtype": c["dtype"], "options": {
             "n_layers": int(c["n_layers"]), "d_model": int(c["d_model"]),
             "n_heads": int(c["n_heads"]), "d_mlp": int(c["d_mlp"]), "vocab_size": 256,
             "max_seq_len": int(c["seq_len"])}},
@@ -411,12 +411,12 @@ class SpectraHook(Hook):
     def due(self, step: int, end: int) -> bool:
         return step % self.period in (0, 1) or step == end
 
-    def _take(self, step: int, params: Any) -> None:
+    def _take(self, step: int, params: Any, last: bool = False) -> None:
         import jax
 
         self.sv[step] = {n: np.asarray(v, np.float64)
                          for n, v in jax.device_get(self._spectra(params)).items()}
-        if self.weights_every and step % self.weights_every == 0:
+        if self.weights_every and (step % self.weights_every == 0 or last):
             for n, w in jax.device_get(self._first(params)).items():
                 self.weights.setdefault(n, {})[step] = np.asarray(w, np.float32)
 
@@ -427,8 +427,9 @@ class SpectraHook(Hook):
         self._take(info.step, info.state.params)
 
     def close(self, info) -> None:
-        if info.step not in self.sv:
-            self._take(info.step, info.state.params)
+        if info.step not in self.sv or (self.weights_every and info.step not in
+                                         next(iter(self.weights.values()), {})):
+            self._take(info.step, info.state.params, last=True)
 
 
 def delta_sigma_series(sv: Mapping[int, Mapping[str, np.ndarray]]) -> tuple[np.ndarray,
@@ -446,8 +447,9 @@ def delta_sigma_series(sv: Mapping[int, Mapping[str, np.ndarray]]) -> tuple[np.n
 
 def train_run(c: Mapping[str, Any], spec: RunSpec, out_dir: pathlib.Path) -> dict[str, Any]:
     """Train ``spec`` (or load it from ``<out>/runs/<key>.npz`` when its config matches) and
-    return ``loss [T, M]``, ``members``, ``dsteps``, ``delta {name: [n, M]}``, ``sv`` (log steps
-    → name → [M, k]), ``weights``, ``wall_s``, ``tokens``."""
+    return ``loss [T, M]``, ``members``, ``dsteps``, ``delta {name: [n, M]}``, ``sv`` (step →
+    name → [M, k], at the weight-snapshot steps only), ``cos_w`` (name → (steps, cos⟨W_t, W_T⟩)
+    of member 0; the raw snapshots are not kept), ``wall_s``, ``tokens_seen``."""
     import jax
 
     from jaxspectra.train.config import to_dict
@@ -488,9 +490,13 @@ def train_run(c: Mapping[str, Any], spec: RunSpec, out_dir: pathlib.Path) -> dic
         if t < T:
             loss[t] = v
     dsteps, delta = delta_sigma_series(hook.sv)
+    from jaxspectra.monitors import sosd
+
+    cos_w = {n: sosd.cos_to_final(ser) for n, ser in hook.weights.items()}
+    wsteps = sorted(next(iter(hook.weights.values()), {}))
     n_tok = int(np.sum(getattr(s.dataset, "lengths", [0])))
-    res = {"loss": loss, "members": members, "dsteps": dsteps, "delta": delta, "sv": hook.sv,
-           "weights": hook.weights, "wall_s": wall,
+    res = {"loss": loss, "members": members, "dsteps": dsteps, "delta": delta,
+           "sv": {t: hook.sv[t] for t in wsteps}, "cos_w": cos_w, "wall_s": wall,
            "tokens_seen": T * int(c["batch_size"]) * int(c["seq_len"]),
            "dataset_tokens": n_tok, "stopped": control.stop_reason}
     _save(cache, ident, res)
@@ -503,8 +509,7 @@ def _save(path: pathlib.Path, ident: str, r: Mapping[str, Any]) -> None:
     arrays.update({f"delta|{n}": v for n, v in r["delta"].items()})
     for t, d in r["sv"].items():
         arrays.update({f"sv|{t}|{n}": v for n, v in d.items()})
-    for n, d in r["weights"].items():
-        arrays.update({f"w|{t}|{n}": v for t, v in d.items()})
+    arrays.update({f"cw|{n}": np.stack(v) for n, v in r["cos_w"].items()})
     np.savez(path, **arrays)
     meta = {k: r[k] for k in ("members", "wall_s", "tokens_seen", "dataset_tokens", "stopped")}
     path.with_suffix(".json").write_text(json.dumps({"ident": ident, **meta}, default=str))
@@ -513,7 +518,7 @@ def _save(path: pathlib.Path, ident: str, r: Mapping[str, Any]) -> None:
 def _load(path: pathlib.Path, meta: Mapping[str, Any]) -> dict[str, Any]:
     r: dict[str, Any] = {k: meta[k] for k in ("members", "tokens_seen", "dataset_tokens",
                                               "stopped")}
-    r.update(delta={}, sv={}, weights={}, wall_s=0.0, cached=True)
+    r.update(delta={}, sv={}, cos_w={}, wall_s=0.0, cached=True)
     with np.load(path) as z:
         for k in z.files:
             parts = k.split("|")
@@ -523,8 +528,8 @@ def _load(path: pathlib.Path, meta: Mapping[str, Any]) -> dict[str, Any]:
                 r["delta"][parts[1]] = z[k]
             elif parts[0] == "sv":
                 r["sv"].setdefault(int(parts[1]), {})[parts[2]] = z[k]
-            elif parts[0] == "w":
-                r["weights"].setdefault(parts[2], {})[int(parts[1])] = z[k]
+            elif parts[0] == "cw":
+                r["cos_w"][parts[1]] = (z[k][0].astype(np.int64), z[k][1])
     return r
 
 
@@ -569,10 +574,9 @@ def emergence_analysis(run: Mapping[str, Any], total: int, member: int = 0) -> d
     level = float(np.median(window(ds, mean_delta(run, member), lo, end)))
     out = {"onset": onset, "knee": knee, "peak": peak, "floor": floor, "level": level,
            "checks": checks}
-    if run["weights"]:
-        spectra = {n: {t: v[member] for t, v in ((t, d[n]) for t, d in run["sv"].items())
-                       if t in run["weights"][n]} for n in run["weights"]}
-        res = sosd.analyse(spectra, weights=run["weights"])
+    if run["cos_w"]:
+        spectra = {n: {t: d[n][member] for t, d in run["sv"].items()} for n in run["cos_w"]}
+        res = dataclasses.replace(sosd.analyse(spectra), cos_w=dict(run["cos_w"]))
         t_s = {k: stabilisation_step(*v) for k, v in sosd._by_projection(res.cos_sigma).items()}
         t_w = {k: stabilisation_step(*v) for k, v in sosd._by_projection(res.cos_w).items()}
         checks.append(sigma_before_w(t_s, t_w, total))
