@@ -603,8 +603,8 @@ def _plot_emergence(run, an, total, path_prefix: pathlib.Path, label: str) -> li
     if "sosd" in an:
         p = path_prefix.with_name(path_prefix.name + "_cos.png")
         res = dataclasses.replace(an["sosd"], onset_all=an["onset"])
-        sosd.plot_cosine(res, p, title=f"{label}: cos⟨W_t,W_T⟩ solid, cos⟨Σ_t,Σ_T⟩ dashed, "
-                         "cos⟨Σ_0,Σ_T⟩ dotted; red: onset")
+        sosd.plot_cosine(res, p, title=f"{label}, seed 0\ncos⟨W_t,W_T⟩ solid, cos⟨Σ_t,Σ_T⟩ "
+                         "dashed, cos⟨Σ_0,Σ_T⟩ dotted; red: onset")
         paths.append(p)
     p = path_prefix.with_name(path_prefix.name + "_delta.png")
     fig, (top, bot) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
@@ -639,7 +639,8 @@ def _plot_emergence(run, an, total, path_prefix: pathlib.Path, label: str) -> li
 
 
 def _plot_arms(arms: Sequence[tuple[str, Mapping[str, Any], int]], total: int,
-               path: pathlib.Path, title: str, marks: Sequence[float] = ()) -> pathlib.Path:
+               path: pathlib.Path, title: str,
+               marks: Sequence[tuple[float, str]] = ()) -> pathlib.Path:
     """Loss (top) and mean ΔΣ (bottom) of each (label, run, member): one line per member."""
     import matplotlib
 
@@ -664,8 +665,8 @@ def _plot_arms(arms: Sequence[tuple[str, Mapping[str, Any], int]], total: int,
     bot.set_ylabel("ΔΣ_t (mean over matrices,\nrunning median of 5)")
     bot.set_xlabel("step")
     for ax in (top, bot):
-        for x in marks:
-            ax.axvline(x, color="red", ls="--", lw=0.8)
+        for x, ls in marks:
+            ax.axvline(x, color="red", ls=ls, lw=0.8)
     top.legend(fontsize=7, ncol=2, loc="upper right")
     top.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -744,8 +745,9 @@ def part_schedules(c, runs, out_dir):
                                  (0.2 * T, 0.3 * T), (T - w, T)))
     figs = [_plot_arms([(f"{name}", r, m) for _, r, m, name in arms], T,
                        out_dir / "sosd_pretrain_schedules.png",
-                       "llama: WSD (decay from 72 %), step ×0.1 at 50/75 % (red), cosine → 0.1×",
-                       marks=[f * T for f in STEP_MILESTONES])]
+                       "llama: step ×0.1 at 50/75 % (red dashed), WSD decay from 72 % (red "
+                       "dash-dot), cosine → 0.1×",
+                       marks=[*((f * T, "--") for f in STEP_MILESTONES), (d0, "-.")])]
     lines.append(f"* windows: {w:.0f} steps before / after each decay (ΔΣ median, loss mean)")
     return checks, lines, figs
 
@@ -788,7 +790,7 @@ def part_muon(c, runs, out_dir):
             + [(f"Muon seed {b['members'][m]['seed']}", b, m) for m in range(M)])
     figs = [_plot_arms(arms, T, out_dir / "sosd_pretrain_muon.png",
                        "modded GPT, WSD, λ=0: Muon vs AdamW (colour), seeds (style)",
-                       marks=[(1 - WSD_DECAY) * T])]
+                       marks=[((1 - WSD_DECAY) * T, "-.")])]
     return checks, lines, figs
 
 
