@@ -52,7 +52,7 @@ monitored matrices at each log step; "smoothed" is a centred running median over
 
 ``smoke``: tiny models on the embedded default corpus (``data.source = "default"``: the Python
 standard library's own sources; no data directory), 2 seeds, CPU. ``full``: 4 × 256 models,
-T = 256, B = 64, 2 000 steps on ``$JAXSPECTRA_DATA_DIR/docs-corpus`` (``source = "docs"``,
+T = 256, B = 64, 1 500 steps on ``$JAXSPECTRA_DATA_DIR/docs-corpus`` (``source = "docs"``,
 bytes), 3 seeds; GPU (docs/reproductions/sosd.md has the commands and the plan).
 """
 
@@ -100,7 +100,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(_BASE, source="default", n_layers=2, d_model=16, n_heads=2, d_mlp=64,
                   seq_len=32, batch_size=8, steps=200, every=10, seeds=2, lr=3e-3),
     "full": dict(_BASE, source="docs", n_layers=4, d_model=256, d_mlp=1024, seq_len=256,
-                 batch_size=64, steps=2000, every=25, seeds=3, dtype="bfloat16"),
+                 batch_size=64, steps=1500, every=25, seeds=3, dtype="bfloat16"),
 }
 
 
