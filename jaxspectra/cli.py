@@ -23,28 +23,55 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import pkgutil
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 
 from jaxspectra.data._paths import DataNotFoundError, data_dir_env
 
 _NOT_INSTALLED = (
-    "jaxspectra: jaxspectra.{0} is not importable: the repository's {0}/ folder is installed "
-    "under that name by `pip install -e .` (or a wheel); running from a checkout on PYTHONPATH "
-    "alone does not provide it. Install the package, then run the command again."
+    "jaxspectra: jaxspectra.{0} is not importable and no {0}/ folder lies beside the package: the "
+    "repository's {0}/ folder is installed under that name by `pip install -e .` (or a wheel). "
+    "Install the package from a checkout, then run the command again."
 )
 
 
-def _subpackage(name: str):
-    """``jaxspectra.experiments`` / ``jaxspectra.benchmarks``, or one clear line if not installed."""
+def load_from_checkout(name: str, root: Path) -> types.ModuleType | None:
+    """Import ``root/<name>/`` as ``jaxspectra.<name>`` (``None`` if there is no such folder).
+
+    For a checkout whose install does not map the folder (on ``PYTHONPATH`` alone, or an editable
+    install in setuptools' path mode): the modules inside import each other relatively, so they
+    load the same way as from a wheel.
+    """
+    init = root / name / "__init__.py"
+    if not init.is_file():
+        return None
+    full = f"jaxspectra.{name}"
+    spec = importlib.util.spec_from_file_location(
+        full, init, submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _subpackage(name: str) -> types.ModuleType:
+    """``jaxspectra.experiments`` / ``jaxspectra.benchmarks``: installed, else the checkout's
+    folder beside the package, else one clear line."""
     try:
         return importlib.import_module(f"jaxspectra.{name}")
     except ModuleNotFoundError as e:
         if e.name != f"jaxspectra.{name}":
             raise
-        raise SystemExit(_NOT_INSTALLED.format(name)) from None
+    import jaxspectra
+
+    module = load_from_checkout(name, Path(jaxspectra.__file__).resolve().parents[1])
+    if module is None:
+        raise SystemExit(_NOT_INSTALLED.format(name))
+    return module
 
 
 def _experiment_modules() -> dict[str, str]:

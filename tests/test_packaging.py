@@ -5,6 +5,7 @@ installs them as ``jaxspectra.experiments`` / ``jaxspectra.benchmarks`` so that 
 no generic top-level names (issue 18) and the CLI finds them from a checkout and a wheel alike.
 """
 
+import importlib
 import pathlib
 import subprocess
 import sys
@@ -50,3 +51,20 @@ def test_missing_subpackage_is_one_clear_line():
 
     with pytest.raises(SystemExit, match=r"pip install -e \."):
         cli._subpackage("no_such_folder")
+
+
+def test_checkout_folder_loads_under_the_package_name(tmp_path, monkeypatch):
+    """A checkout whose install does not map experiments/ (PYTHONPATH alone, or setuptools' path
+    mode) still runs: the folder is loaded as jaxspectra.<name>, relative imports included."""
+    from jaxspectra import cli
+
+    (tmp_path / "exps").mkdir()
+    (tmp_path / "exps" / "__init__.py").write_text("")
+    (tmp_path / "exps" / "_h.py").write_text("Y = 2\n")
+    (tmp_path / "exps" / "a.py").write_text("from ._h import Y\n")
+    monkeypatch.delitem(sys.modules, "jaxspectra.exps", raising=False)
+    monkeypatch.delitem(sys.modules, "jaxspectra.exps.a", raising=False)
+    monkeypatch.delitem(sys.modules, "jaxspectra.exps._h", raising=False)
+    assert cli.load_from_checkout("exps", tmp_path).__name__ == "jaxspectra.exps"
+    assert importlib.import_module("jaxspectra.exps.a").Y == 2
+    assert cli.load_from_checkout("missing", tmp_path) is None
