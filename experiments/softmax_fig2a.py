@@ -15,8 +15,8 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from experiments import _softmax
-from experiments.softmax_fig1 import PRESETS as _FIG1
+from . import _softmax
+from .softmax_fig1 import PRESETS as _FIG1
 
 DESCRIPTION = "paper 001 Fig. 2a: linear attention on the same teachers converges (no slowdown)"
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from experiments import _softmax
-from experiments.softmax_fig1 import PRESETS as _FIG1
+from . import _softmax
+from .softmax_fig1 import PRESETS as _FIG1
 
 DESCRIPTION = "paper 001 Fig. 6: joint training of W, p, v changes nothing qualitatively"
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from experiments import _softmax
+from . import _softmax
 
 DESCRIPTION = "paper 001 Fig. 7: under-parameterised GD vs R swept over > 5 orders of magnitude"
 
 _BASE = dict(N=100, dims=(20,), attention="softmax", train_W=False, power_iters=50, retries=2, seed=0,
              loss_floor=1e-12, fit_floor=1e-10, linear_tol=1e-7, over_N=0, over_dims=(),
-             over_steps=0)
+             over_steps=0, speed_tol=1e-3, min_concordance=0.75, min_seeds=8,
+             min_decades_per_kstep=1.0, min_R_span=5.0, labels="own")
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(_BASE, sigma_ps=(0.02, 0.3, 1.5), seeds=3, steps=3000, chunks=10),
     "full": dict(_BASE, sigma_ps=(0.02, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5), seeds=8, steps=20000,
