@@ -770,20 +770,22 @@ def linear_check(cfg: dict[str, Any], runs: list[dict]) -> dict[str, Any]:
         f"median steps to L/L0 ≤ {cfg['speed_tol']:g}: "
         f"{np.median([r['steps_to_tol'] for r in runs if r['sigma_p'] == sp]):.0f}"
         for sp in sorted({r["sigma_p"] for r in runs}))
+    N, d = runs[0]["N"], runs[0]["d"]
     return Check(
         CLAIM_LINEAR,
-        f"every run: (L_T − L_ref)/(L_0 − L_ref) ≤ {cfg['linear_tol']:g}, L_ref = {ref}",
+        f"d={d}, N={N}, every run: (L_T − L_ref)/(L_0 − L_ref) ≤ {cfg['linear_tol']:g}, L_ref = {ref}",
         ok, f"worst {det['worst']:.2e}; {by_sp}")
 
 
 def standard_checks(cfg: dict[str, Any], runs: list[dict]) -> list[dict[str, Any]]:
-    """The criteria that apply to this grid, one per ``(N, d)`` group (linear: one in all)."""
-    if cfg["attention"] == "linear":
-        return [linear_check(cfg, runs)]
+    """The criteria that apply to this grid, one per ``(N, d)`` group."""
     checks = []
     for N, d in sorted({(r["N"], r["d"]) for r in runs}):
         rs = [r for r in runs if r["d"] == d and r["N"] == N]
-        checks.append(under_check(cfg, rs) if d < N else over_check(cfg, rs))
+        if cfg["attention"] == "linear":
+            checks.append(linear_check(cfg, rs))
+        else:
+            checks.append(under_check(cfg, rs) if d < N else over_check(cfg, rs))
     return checks
 
 
