@@ -27,15 +27,16 @@ provides it) and Corollary 1's prediction: the slow direction of ``e_t = p_t - p
 ``ρ^t`` with ``ρ = 1 - η λ_min(H_p)/N`` (the errata's corrected rate), i.e. ``t₁₀ = ln 10 / -ln ρ``
 steps per decade.
 
-Pass criteria (issue 12, item 7):
+Pass criteria (issue 20; :mod:`experiments._softmax_criteria`, thresholds in the presets):
 
-* under-parameterised (``d < N``): the final loss is monotone in R — groups sorted by their median
-  final ``log10 R``, the median final relative loss must not decrease (losses below
-  ``loss_floor`` count as equal: converged to round-off);
-* linear attention: every run reaches ``L_T/L_0 ≤ 1e-7``;
-* over-parameterised (``d ≥ N``): the loss falls linearly — a least-squares line through
-  ``log10(L_t/L_0)`` (from step 0 until it first drops below ``fit_floor``) has a negative slope
-  (the fitted rate, stated per run) and ``R² ≥ 0.9``.
+* under-parameterised (``d < N``): convergence speed (steps to ``L_t/L_0 ≤ speed_tol``) ordered by
+  the teacher's R in ≥ ``min_concordance`` of the cross-σ_p pairs of runs, ≥ ``min_seeds`` seeds
+  per σ_p (:func:`under_check`); R at the end of training is reported beside it;
+* over-parameterised (``d ≥ N``): a line through ``log10(L_t/L_0)`` (from step 0 until it first
+  drops below ``fit_floor``) with ``R² ≥ 0.9`` falling ≥ ``min_decades_per_kstep`` decades per
+  1000 steps (:func:`over_check`);
+* linear attention: the excess loss over a reference minimum ≤ ``linear_tol`` on every run
+  (:func:`linear_check`; reference 0 for realisable labels, ALS for the softmax teacher's).
 """
 
 from __future__ import annotations
