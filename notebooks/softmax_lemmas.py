@@ -27,7 +27,7 @@
 #   (14) a_U ≤ 1/(1 + s_min e^Δ) hold; the "sharper Γ = 0 bound" does not (scores (0, −1, −100):
 #   a_U = 0.269 > 0.212) unless every unimportant score equals m − Δ.
 #
-# `JAXSPECTRA_NB_SIZE=small` (the tests) checks 60 random instances per statement; the default
+# `JAXSPECTRA_NB_SIZE=small` (the tests) checks 40 random instances per statement; the default
 # 2 000.
 
 # %%
@@ -43,7 +43,7 @@ from jaxspectra.theory import results as T
 from jaxspectra.theory import softmax_jacobian as SJ
 
 SIZE = os.environ.get("JAXSPECTRA_NB_SIZE", "full")
-M = 60 if SIZE == "small" else 2000
+M = 40 if SIZE == "small" else 2000
 rng = np.random.default_rng(0)
 out: dict = {"size": SIZE, "instances": M}
 
