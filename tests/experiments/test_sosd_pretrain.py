@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from experiments import sosd_pretrain as S
+from jaxspectra.experiments import sosd_pretrain as S
 
 T = 2000
 EVERY = 25
