@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxspectra import groups
+from jaxspectra.optim import manifold_muon as mm
 from jaxspectra.optim import schedules
 from jaxspectra.optim.classic import adamw_2d
 from jaxspectra.optim.muon import paper_muon
@@ -245,7 +246,6 @@ def paper004(
                 weight_decay=muon_weight_decay,
                 sign_method=sign_method or "polar_express",
             )
-        from jaxspectra.optim import manifold_muon as mm  # lazy: written alongside
 
         kw = dict(manifold_overrides)
         if manifold != "dgram":
@@ -285,7 +285,6 @@ def paper004_init(
     attn_m, mlp_m = _check_assignment(assignment)
     if attn_m is None:
         return params
-    from jaxspectra.optim import manifold_muon as mm
 
     labels = module_labels(params)
     for group, manifold in (("attention", attn_m), ("mlp", mlp_m)):

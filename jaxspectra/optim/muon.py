@@ -52,6 +52,7 @@ import optax
 from optax.contrib import MuonDimensionNumbers, muon, scale_by_muon
 
 from jaxspectra.groups import path_to_str
+from jaxspectra.linalg import matrix_sign
 from jaxspectra.optim.classic import check_range
 
 __all__ = [
@@ -106,7 +107,6 @@ def _resolve_sign(method: str | SignFn | None, sign_kwargs: dict[str, Any]) -> S
         return lambda x: method(x, **sign_kwargs)
 
     def sign(x: jax.Array) -> jax.Array:
-        from jaxspectra.linalg import matrix_sign  # lazy: written alongside this module
 
         kw = dict(sign_kwargs)
         if method is not None:

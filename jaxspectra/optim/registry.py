@@ -48,6 +48,7 @@ from typing import Any
 import optax
 
 from jaxspectra.optim import classic, module_wise
+from jaxspectra.optim import msign as msign_mod
 from jaxspectra.optim.muon import optax_muon, paper_muon
 
 PAPER004 = tuple(module_wise.ASSIGNMENTS)
@@ -169,7 +170,6 @@ def _build_msign(msign: dict[str, Any], params: Any = None) -> optax.GradientTra
         raise ValueError(
             f"msign must be a dict of msign options (e.g. {{'period': 100}}), got {msign!r}"
         )
-    from jaxspectra.optim import msign as msign_mod  # lazy: written alongside this module
 
     known = _kwarg_names(msign_mod.msign) | set(MSIGN_KEYS)
     unknown = set(msign) - known
