@@ -25,11 +25,13 @@ Every criterion and threshold is in :mod:`experiments._manifold_criteria` (fixed
 runs, each with a negative control in the tests). The runs go through the trainer
 (:func:`jaxspectra.train.loop.train`) with one extra host hook (:class:`ManifoldProbe`); sweeps
 take no hooks or monitors yet, so seeds run one after another (a persistent compilation cache
-makes the 2nd and 3rd seed of a configuration skip compilation).
+makes the 2nd and 3rd seed of a configuration skip compilation). A run whose ``result.json``
+exists with the same settings is reused (``--set rerun=1`` redoes it; the smoke always reruns),
+so a command stopped by a time limit completes when repeated.
 
 Scale: ``smoke`` 2 layers × 32, T = 32, B = 8, 12 steps, 1 seed, the embedded default corpus
 (no data directory). ``full`` 4 layers × 256 (4 heads of 64), d_mlp 1024, T = 128, B = 32,
-600 steps (warm-up 30), 3 seeds, the ``docs`` corpus (byte tokens) from
+400 steps (warm-up 20), 3 seeds, the ``docs`` corpus (byte tokens) from
 ``$JAXSPECTRA_DATA_DIR/docs-corpus/``. The paper: 12 × 768, T = 1024, B = 64, 50 000 steps,
 OpenWebText with GPT-2 BPE.
 """
@@ -67,12 +69,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                   steps=12, warmup=3, eval_every=4, eval_batches=2, every=4, probe_batch=2,
                   seeds="0", source="default", parts="table1,artefact,scale",
                   assignments=",".join(ASSIGNMENTS), lr=6e-4, muon_peak=0.02,
-                  scale_control="msign", msign_period=4, dtype="float32"),
+                  scale_control="msign", msign_period=4, dtype="float32", rerun=1),
     "full": dict(n_layers=4, d_model=256, n_heads=4, d_mlp=1024, seq_len=128, batch_size=32,
-                 steps=600, warmup=30, eval_every=25, eval_batches=8, every=25, probe_batch=4,
+                 steps=400, warmup=20, eval_every=20, eval_batches=8, every=20, probe_batch=4,
                  seeds="0,1,2", source="docs", parts="table1,artefact,scale",
                  assignments=",".join(ASSIGNMENTS), lr=6e-4, muon_peak=0.02,
-                 scale_control="msign", msign_period=10, dtype="bfloat16"),
+                 scale_control="msign", msign_period=10, dtype="bfloat16", rerun=0),
 }
 
 
@@ -255,6 +257,13 @@ def one_run(c: dict[str, Any], assignment: str, seed: int, variant: str,
 
     name = f"{assignment}-{variant}-s{seed}"
     run_dir = runs_dir / name
+    saved = run_dir / "result.json"
+    if not c["rerun"] and saved.exists():
+        old = json.loads(saved.read_text())
+        if old.get("config") == _run_keys(c):
+            print(f"manifold_repro: {name} already done in {run_dir} (rerun=1 to redo)",
+                  flush=True)
+            return old
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run (the trainer would resume otherwise)
     cfg = run_config(c, assignment, seed, run_dir, variant)
@@ -269,9 +278,14 @@ def one_run(c: dict[str, Any], assignment: str, seed: int, variant: str,
                       if s.get("tokens_per_s") else None),
            "steps_done": s.get("steps_done"), "stopped": s.get("stopped"),
            "final_eval_loss": s.get("final_eval_loss"), "verdict": s["verdict"],
-           "curves": hook.curves}
-    (run_dir / "result.json").write_text(json.dumps(out))
+           "config": _run_keys(c), "curves": hook.curves}
+    saved.write_text(json.dumps(out))
     return out
+
+
+def _run_keys(c: dict[str, Any]) -> dict[str, Any]:
+    """The preset fields a run's result depends on (a saved run is reused only if they match)."""
+    return {k: v for k, v in c.items() if k not in ("seeds", "parts", "assignments", "rerun")}
 
 
 def load_runs(runs_dir: pathlib.Path) -> list[dict[str, Any]]:
