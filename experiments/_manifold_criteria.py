@@ -46,6 +46,8 @@ SIGMA_GROWTH = 3.0
 STIEFEL_SIGMA_TOL = 0.05
 #: A claim about instability needs this many of the seeds to agree (3 seeds: 2 of 3).
 MAJORITY = 2 / 3
+#: No ranking from fewer seeds than this (issue 23: "3 seeds before any ranking").
+MIN_SEEDS_RANK = 3
 
 
 # ---- measurements -------------------------------------------------------------------------
@@ -121,12 +123,14 @@ def ordering(final: Mapping[str, Sequence[float]], order: Sequence[str]) -> dict
     Unconstrained). Each consecutive pair (a, b) is *resolved* if mean(a) + spread < mean(b),
     with spread = half-range(a) + half-range(b) over seeds (a gap larger than the seeds' scatter);
     *reversed* if mean(b) + spread < mean(a); else *unresolved*. The ranking is "supported" iff
-    every pair is resolved, "contradicted" if any is reversed, else "unresolved".
+    every pair is resolved, "contradicted" if any is reversed, else "unresolved"; "untestable"
+    with fewer than :data:`MIN_SEEDS_RANK` seeds or a non-finite loss.
     """
     pairs = []
     for a, b in zip(order, order[1:]):
         xa, xb = np.asarray(final[a], float), np.asarray(final[b], float)
-        if not len(xa) or not len(xb) or not (np.all(np.isfinite(xa)) and np.all(np.isfinite(xb))):
+        if min(len(xa), len(xb)) < MIN_SEEDS_RANK or not (
+                np.all(np.isfinite(xa)) and np.all(np.isfinite(xb))):
             pairs.append((a, b, "untestable"))
             continue
         spread = np.ptp(xa) / 2 + np.ptp(xb) / 2
@@ -220,14 +224,19 @@ def artefact(faithful_unstable: Sequence[bool], default_unstable: Sequence[bool]
             "default_unstable": f"{int(d.sum())}/{len(d)}"}
 
 
-def stabilised(unstable: Sequence[bool]) -> dict[str, Any]:
+def stabilised(unstable: Sequence[bool], faithful_unstable: Sequence[bool]) -> dict[str, Any]:
     """Issue 23 item 5: a scale control *stabilises* DGram attention iff every seed is stable by
-    the instability criterion at the same horizon as the Stiefel runs."""
-    u = np.asarray(unstable, bool)
-    if not len(u):
+    the instability criterion at the same horizon as the Stiefel runs — and the same assignment
+    without the control fails (≥ :data:`MAJORITY` of seeds), else "no failure to stabilise"."""
+    u, f = np.asarray(unstable, bool), np.asarray(faithful_unstable, bool)
+    if not len(u) or not len(f):
         return {"status": "untestable"}
-    return {"status": "stabilised" if not u.any() else "not stabilised",
-            "unstable": f"{int(u.sum())}/{len(u)}"}
+    if f.mean() < MAJORITY - 1e-9:
+        status = "no failure to stabilise"
+    else:
+        status = "stabilised" if not u.any() else "not stabilised"
+    return {"status": status, "unstable": f"{int(u.sum())}/{len(u)}",
+            "without_control_unstable": f"{int(f.sum())}/{len(f)}"}
 
 
 def mlp_tolerance(mlp_sigma_growth: Sequence[float], unstable: Sequence[bool],

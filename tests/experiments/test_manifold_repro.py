@@ -107,6 +107,8 @@ def test_ordering():
     assert C.ordering(rev, order)["status"] == "contradicted"
     nan = dict(good, hetero=[math.nan, 3.3, 3.3])
     assert C.ordering(nan, order)["status"] == "untestable"
+    one = {k: v[:1] for k, v in good.items()}  # one seed: no ranking
+    assert C.ordering(one, order)["status"] == "untestable"
 
 
 def test_sigma_growth():
@@ -154,9 +156,11 @@ def test_artefact():
 
 
 def test_stabilised():
-    assert C.stabilised([False] * 3)["status"] == "stabilised"
-    assert C.stabilised([False, True, False])["status"] == "not stabilised"
-    assert C.stabilised([])["status"] == "untestable"
+    fails = [True, True, False]
+    assert C.stabilised([False] * 3, fails)["status"] == "stabilised"
+    assert C.stabilised([False, True, False], fails)["status"] == "not stabilised"
+    assert C.stabilised([False] * 3, [False] * 3)["status"] == "no failure to stabilise"
+    assert C.stabilised([], fails)["status"] == "untestable"
 
 
 def test_mlp_tolerance():
