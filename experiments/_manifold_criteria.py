@@ -128,7 +128,7 @@ def ordering(final: Mapping[str, Sequence[float]], order: Sequence[str]) -> dict
     """
     pairs = []
     for a, b in zip(order, order[1:]):
-        xa, xb = np.asarray(final[a], float), np.asarray(final[b], float)
+        xa, xb = np.asarray(final.get(a, []), float), np.asarray(final.get(b, []), float)
         if min(len(xa), len(xb)) < MIN_SEEDS_RANK or not (
                 np.all(np.isfinite(xa)) and np.all(np.isfinite(xb))):
             pairs.append((a, b, "untestable"))

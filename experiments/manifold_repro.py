@@ -478,15 +478,25 @@ def _report(c, runs, res, figs, wall, preset) -> str:
               *(f"* {k}: {v:.0f}" for k, v in res["swap_eligible_total"].items()), "",
               "Per run (verdict step = first triggered criterion; saturation step = first "
               f"probe with max logit gap ≥ {C.GAP_SATURATED}):", "",
-              "| run | unstable | verdict step | saturation step | final val | wall s | step s |",
-              "|---|---|---|---|---|---|---|"]
+              "| run | unstable | verdict step | saturation step | final val | final σ_max "
+              "attn / MLP | dual-ascent violation attn / MLP (last, max over matrices) | wall s "
+              "| step s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     mech = {m["name"]: m for m in res["mech_runs"]}
+
+    def last(r, k):
+        v = curve(r, k)[1]
+        return f"{v[-1]:.3g}" if v else "–"
+
     for r in runs:
         m = mech[r["name"]]
         fv = r["final_eval_loss"]
-        lines.append(f"| {r['name']} | {m['unstable']} | {m['verdict_step']} | {m['sat_step']} | "
-                     f"{fv if fv is None else round(fv, 4)} | {r['wall_s']} | "
-                     f"{r['step_s'] if r['step_s'] is None else round(r['step_s'], 4)} |")
+        lines.append(
+            f"| {r['name']} | {m['unstable']} | {m['verdict_step']} | {m['sat_step']} | "
+            f"{fv if fv is None else round(fv, 4)} | {last(r, 'mm/attention/max_sigma')} / "
+            f"{last(r, 'mm/mlp/max_sigma')} | {last(r, 'mm/attention/violation_max')} / "
+            f"{last(r, 'mm/mlp/violation_max')} | {r['wall_s']} | "
+            f"{r['step_s'] if r['step_s'] is None else round(r['step_s'], 4)} |")
     lines += ["", *(f"![{k}]({p.name})" for k, p in figs.items())]
     return "\n".join(lines) + "\n"
 

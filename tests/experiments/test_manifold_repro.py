@@ -109,6 +109,7 @@ def test_ordering():
     assert C.ordering(nan, order)["status"] == "untestable"
     one = {k: v[:1] for k, v in good.items()}  # one seed: no ranking
     assert C.ordering(one, order)["status"] == "untestable"
+    assert C.ordering({"hetero": good["hetero"]}, order)["status"] == "untestable"
 
 
 def test_sigma_growth():
@@ -199,3 +200,15 @@ def test_smoke_end_to_end(tmp_path):
     text = open(out["report"]).read()
     assert "| claim (paper, section) | ours | verdict |" in text
     assert all(p.endswith(".png") for p in out["figures"])
+
+
+def test_weight_decay_control_names_the_missing_option(tmp_path):
+    import inspect
+
+    from jaxspectra.optim import manifold_muon as mm
+
+    if "weight_decay" in inspect.signature(mm.manifold_muon).parameters:
+        pytest.skip("manifold_muon has a weight decay now")
+    c = M._resolve("smoke", {})
+    with pytest.raises(SystemExit, match="scale_control=msign"):
+        M.run_config(c, "hetero_inv", 0, tmp_path, "wd")
