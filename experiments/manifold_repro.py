@@ -388,7 +388,7 @@ def _plot(runs, out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
             if not st:
                 continue
             ls = _LS[seeds.index(r["seed"]) % len(_LS)]
-            mk = "o" if r["variant"] != "faithful" else None
+            mk = {"faithful": None, "defaultret": "o", "msign": "s", "wd": "^"}[r["variant"]]
             ax.plot(st, v, ls=ls, marker=mk, ms=2, lw=1, color=colors[r["assignment"]],
                     label=f"{r['assignment']} {r['variant']} s{r['seed']}")
         ax.set_title(title, fontsize=9)
