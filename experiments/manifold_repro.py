@@ -371,6 +371,17 @@ def analyse(runs: list[dict[str, Any]]) -> dict[str, Any]:
 _LS = ("-", "--", ":", "-.")
 
 
+def _legend(fig, axes) -> None:
+    """One legend for every curve of every panel, outside the axes (so it hides none)."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), fontsize=6, loc="center left",
+                   bbox_to_anchor=(1.0, 0.5), ncol=1 + len(seen) // 30)
+
+
 def _plot(runs, out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     import matplotlib
 
@@ -411,8 +422,8 @@ def _plot(runs, out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     for ax, g in zip(axes, ("attention", "mlp")):
         panel(ax, lambda r, g=g: curve(r, f"mm/{g}/max_sigma"), f"max σ over {g} matrices",
               ylog=True)
-    axes[1].legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
+    _legend(fig, axes.ravel())
     figs["fig2"] = out_dir / "manifold_repro_fig2_sigma_max.png"
     fig.savefig(figs["fig2"], dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -423,8 +434,8 @@ def _plot(runs, out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     panel(axes[0, 1], lambda r: curve(r, "attention/entropy"), "attention entropy (nats)")
     panel(axes[1, 0], lambda r: curve(r, "attention/jac_fro"), "mean ‖J_softmax‖_F", ylog=True)
     panel(axes[1, 1], lambda r: curve(r, "grad_norm/attention"), "‖∇ attention‖", ylog=True)
-    axes[0, 1].legend(fontsize=6, ncol=1, loc="center left", bbox_to_anchor=(1.0, 0.0))
     fig.tight_layout()
+    _legend(fig, axes.ravel())
     figs["mechanism"] = out_dir / "manifold_repro_mechanism.png"
     fig.savefig(figs["mechanism"], dpi=110, bbox_inches="tight")
     plt.close(fig)
