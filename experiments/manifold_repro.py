@@ -4,6 +4,9 @@ artefact and a scale control, on a scaled-down GPT-2 (issue 23 items 1–5).
 Parts (``--set parts=table1,artefact,scale``; each run is saved under ``<out>/runs/<name>/`` and
 the report is rebuilt from every run present, so the parts can run as separate commands):
 
+``--set parts=none`` runs nothing and rebuilds the report from the runs saved in ``--out`` (e.g.
+after copying the ``runs/`` of two GPU commands into one directory).
+
 * ``table1`` — the five assignments of Table 1 (:func:`jaxspectra.optim.module_wise.paper004`,
   the authors' choices: sorted DGram retraction, Polar-Express bf16 sign, K = 20, α = 0.1, early
   stop 1e-6, sum-form Nesterov 0.95, AdamW 6e-4 → 6e-5 cosine, Muon LR 0.02 in proportion, clip
@@ -88,7 +91,7 @@ def _resolve(preset: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
         if k not in cfg:
             raise SystemExit(f"manifold_repro: unknown override {k!r}; known: {sorted(cfg)}")
         cfg[k] = type(cfg[k])(v)
-    bad = [p for p in _csv(cfg["parts"]) if p not in PARTS]
+    bad = [p for p in _csv(cfg["parts"]) if p not in (*PARTS, "none")]
     if bad:
         raise SystemExit(f"manifold_repro: unknown part(s) {bad}; known: {list(PARTS)} "
                          "(e.g. --set parts=table1,artefact)")
@@ -533,6 +536,9 @@ def run(preset: str, out_dir: pathlib.Path, overrides: dict[str, Any] | None = N
         one_run(c, a, s, v, runs_dir)
     wall = time.perf_counter() - t0
     runs = load_runs(runs_dir)
+    if not runs:
+        raise SystemExit(f"manifold_repro: no saved runs in {runs_dir}; run some parts first "
+                         "(e.g. --set parts=table1)")
     res = analyse(runs)
     figs = _plot(runs, out_dir)
     report = out_dir / "report.md"

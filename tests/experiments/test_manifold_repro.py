@@ -183,6 +183,11 @@ def test_bad_overrides_name_the_fix():
         M._resolve("smoke", {"steps": 3, "warmup": 3})
 
 
+def test_report_only_needs_saved_runs(tmp_path):
+    with pytest.raises(SystemExit, match="parts=table1"):
+        M.run("smoke", tmp_path, {"parts": "none"})
+
+
 # ---- end to end ------------------------------------------------------------------------------
 
 
