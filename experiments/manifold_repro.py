@@ -71,7 +71,7 @@ PARTS = ("table1", "artefact", "scale")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(n_layers=2, d_model=32, n_heads=2, d_mlp=128, seq_len=32, batch_size=8,
-                  steps=12, warmup=3, eval_every=4, eval_batches=2, every=4, probe_batch=2,
+                  steps=12, warmup=3, eval_every=4, eval_batches=2, every=1, probe_batch=2,
                   seeds="0", source="default", parts="table1,artefact,scale",
                   assignments="hetero_inv", lr=6e-4, muon_peak=0.02,
                   scale_control="msign", msign_period=4, dtype="float32", rerun=1),

@@ -252,7 +252,7 @@ def test_analyse_on_synthetic_runs_reaches_every_verdict(tmp_path):
 @pytest.mark.slow
 def test_smoke_end_to_end(tmp_path):
     out = M.run("smoke", tmp_path, {"parts": "table1", "steps": 4, "warmup": 1,
-                                    "eval_every": 2, "every": 2})
+                                    "eval_every": 2, "every": 1})
     assert out["passed"]
     s = out["summary"]
     assert s["n_runs"] == 1
