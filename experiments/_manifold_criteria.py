@@ -64,8 +64,13 @@ def tall(kernel: np.ndarray) -> np.ndarray:
 def dgram_sigma_vs_colnorm(kernel: np.ndarray) -> float:
     """max_j |σ_j − ‖w‖_(j)| / σ_max for the tall kernel (0 on the DGram manifold, App. C)."""
     w = tall(kernel)
-    s = np.linalg.svd(w, compute_uv=False)
-    c = np.sort(np.linalg.norm(w, axis=0))[::-1]
+    return sigma_colnorm_rel(np.linalg.svd(w, compute_uv=False), np.linalg.norm(w, axis=0))
+
+
+def sigma_colnorm_rel(sigmas: np.ndarray, colnorms: np.ndarray) -> float:
+    """max_j |σ_j − ‖w‖_(j)| / σ_max from given singular values and column norms (any order)."""
+    s = np.sort(np.asarray(sigmas, np.float64))[::-1]
+    c = np.sort(np.asarray(colnorms, np.float64))[::-1]
     return float(np.max(np.abs(s - c)) / max(s[0], 1e-30))
 
 

@@ -143,12 +143,13 @@ def probe(params: Any, opt_state: Any, assignment: str, eta: float) -> dict[str,
             continue
         arr = np.asarray(x, np.float64)
         for w in arr.reshape((-1, *arr.shape[-2:])):
-            s = float(np.linalg.norm(w, 2))
-            cmax = float(np.max(np.linalg.norm(C.tall(w), axis=0)))
-            _max(out, f"mm/{lab}/max_sigma", s)
-            _max(out, f"mm/{lab}/max_colnorm", cmax)
+            t = C.tall(w)
+            sig = np.linalg.svd(t, compute_uv=False)  # one SVD per matrix and probe
+            cn = np.linalg.norm(t, axis=0)
+            _max(out, f"mm/{lab}/max_sigma", float(sig[0]))
+            _max(out, f"mm/{lab}/max_colnorm", float(np.max(cn)))
             if manifolds[lab] == "dgram":
-                _max(out, f"mm/{lab}/sigma_colnorm_rel", C.dgram_sigma_vs_colnorm(w))
+                _max(out, f"mm/{lab}/sigma_colnorm_rel", C.sigma_colnorm_rel(sig, cn))
                 key = f"mm/{lab}/swap_eligible"
                 out[key] = out.get(key, 0.0) + C.swap_eligible_pairs(w, eta)
     out.update(violations(opt_state))
