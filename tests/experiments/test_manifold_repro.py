@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from experiments import _manifold_criteria as C
-from experiments import manifold_repro as M
+from jaxspectra.experiments import _manifold_criteria as C
+from jaxspectra.experiments import manifold_repro as M
 
 # ---- measurements ----------------------------------------------------------------------------
 
