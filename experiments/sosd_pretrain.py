@@ -2,7 +2,7 @@
 
 Every run goes through the trainer's engine and loop (:func:`jaxspectra.train.loop.run_loop` over
 a vmapped :class:`~jaxspectra.train.engine.Engine`, members on a leading axis, as
-:mod:`jaxspectra.train.sweep` does; ``sweep()`` itself takes no hooks yet) with two hooks of this
+:mod:`jaxspectra.train.sweep` does; ``sweep()`` took no hooks when it was written) with two hooks of this
 module: :class:`SpectraHook` (singular values of every attention / MLP matrix after t and t + 1
 updates for every t ≡ 0 mod ``every``, so ΔΣ_t = ‖Σ̂_{t+1} − Σ̂_t‖_F is the exact one-step
 quantity of paper 002 §3.3, plus weight snapshots of member 0 for cos⟨W_t, W_T⟩) and

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,14 @@ def _swept_hparams(cfg: Config, members: list[dict[str, Any]]) -> dict[str, floa
 
 
 def sweep(cfg: Config, *, model: tuple[Any, Any] | None = None, dataset: Any = None,
-          eval_dataset: Any = None) -> SweepResult:
-    """Train every member of ``cfg.sweep`` in one vmapped step (module docstring)."""
+          eval_dataset: Any = None, hooks: Sequence[Hook] = ()) -> SweepResult:
+    """Train every member of ``cfg.sweep`` in one vmapped step (module docstring).
+
+    ``hooks``: extra host hooks (:class:`~jaxspectra.train.hooks.Hook`) run by the same loop,
+    after the built-in ones; the ``StepInfo.state`` they receive is the stacked state, every leaf
+    with a leading member axis (member ``i`` is ``jax.tree.map(lambda x: x[i], info.state)``), so
+    a research loop measures all members from one step, as in a single run.
+    """
     if cfg.monitors != MonitorsSection():
         # monitors (a lax.cond under vmap runs both branches) are for single runs
         print("jaxspectra sweep: note: [monitors] is ignored by sweeps", flush=True)
@@ -199,13 +206,14 @@ def sweep(cfg: Config, *, model: tuple[Any, Any] | None = None, dataset: Any = N
     slow: list[Hook] = [evaluate] if cfg.data.eval_batches > 0 else []
     tput = Throughput(M * B * T, run_flops_per_token(s), None, slow)
     nonfinite = StopOnNonFinite(True)
+    extra = list(hooks)
     hooks: list[Hook] = [tput, history, nonfinite, *slow,
                          MetricsLog(s.run_dir, cfg.train.log_every, steps, members=M)]
     if cfg.train.progress:
         hooks.append(Progress(f"jaxspectra sweep: {M} members x {steps} steps of "
                               f"{cfg.model.name!r} in one vmapped step; {s.n_devices} device(s); "
                               f"outputs in {s.run_dir}", steps, desc=f"sweep x{M}"))
-    hooks.append(StopOnSignal())
+    hooks += [*extra, StopOnSignal()]
     state, control = run_loop(eng, state, 0, steps,
                               lambda t: eng.batch(s.dataset, seeds, t), hooks)
     losses = np.full((steps, M), np.nan)

@@ -72,6 +72,30 @@ def test_sweep_equals_single_runs(tmp_path):
     assert np.min(np.diff(last)) > 10 * tol
 
 
+def test_sweep_runs_user_hooks_on_the_stacked_state(tmp_path):
+    """A research loop adds a host hook to a sweep as to a single run: it sees every member's
+    params on a leading axis at its cadence."""
+    from jaxspectra.train.hooks import Hook
+
+    class Norms(Hook):
+        every = 4
+
+        def __init__(self):
+            self.seen = []
+
+        def __call__(self, info):
+            w = jax.tree.leaves(info.state.params)[0]
+            self.seen.append((info.step, w.shape[0],
+                              float(np.linalg.norm(np.asarray(w[1]) - np.asarray(w[0])))))
+
+    cfg = _cfg(tmp_path / "sweep")
+    hook = Norms()
+    res = sweep(cfg, dataset=ToyLM(), eval_dataset=ToyLM(offset=10**6), hooks=[hook])
+    assert [s for s, _, _ in hook.seen] == [4, 8, 12]
+    assert all(m == len(res.members) == 4 for _, m, _ in hook.seen)
+    assert all(d > 0 for _, _, d in hook.seen)  # members 0 and 1 (two LRs) really differ
+
+
 @pytest.fixture
 def no_compute(monkeypatch):
     def boom(*a, **k):
