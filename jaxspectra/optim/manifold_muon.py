@@ -42,8 +42,10 @@ the inner iterate of lowest violation; ``warm_start`` starts Λ from the previou
 10 steps of a slowly varying gradient it brought a DGram matrix's K = 20 violation from 2.2 to
 0.12 at G entries ~0.1; for Stiefel it changed little).
 
-Metrics (read from the state): ``state.violation`` (RMS of H for the returned A) and
-``state.inner_steps`` (sign evaluations used), one entry per matrix (leading batch axes, plus a
+Metrics (read from the state): ``state.violation`` (RMS of H for the returned A),
+``state.inner_steps`` (sign evaluations used) and, for the sorted DGram retraction,
+``state.swaps`` / ``state.swaps_total`` (:func:`rank_changes` of W − η·A: columns whose scale the
+retraction re-assigns, at the last step / summed since ``init``), one entry per matrix (leading batch axes, plus a
 trailing axis of 3 for a split qkv).
 
 Example:
@@ -80,6 +82,7 @@ __all__ = [
     "manifold_muon",
     "paper004_manifold_muon",
     "project_to_manifold",
+    "rank_changes",
     "tangent_projector",
 ]
 
@@ -96,6 +99,10 @@ class ManifoldMuonState(NamedTuple):
         when ``warm_start=True``, else ``None``.
       violation: per-leaf RMS(P(WᵀA + AᵀW)) of the direction used at the last step.
       inner_steps: per-leaf number of sign evaluations of the last step (≤ ``inner_steps``).
+      swaps: per-leaf (int32) column-rank changes of the last step's sorted DGram retraction,
+        :func:`rank_changes` of the pre-retraction point X = W − η·A (tall orientation); 0 for
+        every leaf unless ``manifold="dgram"`` and ``retraction="sorted"``.
+      swaps_total: per-leaf (int32) sum of ``swaps`` over every update since ``init``.
     """
 
     count: jax.Array
@@ -103,6 +110,8 @@ class ManifoldMuonState(NamedTuple):
     dual: Any
     violation: Any
     inner_steps: Any
+    swaps: Any
+    swaps_total: Any
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,6 +127,23 @@ def tangent_projector(manifold: str) -> Callable[[jax.Array], jax.Array]:
     if manifold == "dgram":
         return lambda m: m * (1 - jnp.eye(m.shape[-1], dtype=m.dtype))
     return lambda m: m * jnp.eye(m.shape[-1], dtype=m.dtype)
+
+
+def rank_changes(x: jax.Array) -> jax.Array:
+    """Columns of a tall bank ``x`` ``(..., m, n)`` not at their descending column-norm rank.
+
+    With r = ``argsort(−‖x_{:,j}‖)`` (stable: equal norms keep their index order) this is
+    ``sum(r != arange(n))`` per matrix, int32 — equivalently the number of columns j whose rank
+    among the column norms (0 = largest) differs from j, since a permutation and its inverse
+    have the same fixed points. Paper 004's sorted DGram retraction (U Vᵀ)·diag(S) gives column
+    j the j-th largest singular value; on (or near) the DGram manifold the singular values are
+    the column norms (App. C), so for X = W − η·A this counts the columns whose scale the
+    retraction hands to another column: 0 if the norms are already descending, 2 when one column
+    overtakes its neighbour.
+    """
+    norms = jnp.linalg.norm(x, axis=-2)
+    order = jnp.argsort(-norms, axis=-1, stable=True)
+    return jnp.sum(order != jnp.arange(x.shape[-1]), axis=-1).astype(jnp.int32)
 
 
 def _rms(h: jax.Array) -> jax.Array:
@@ -346,6 +372,7 @@ def manifold_muon(
     if alpha <= 0 or tol < 0:
         raise ValueError(f"need alpha > 0 and tol >= 0, got alpha={alpha}, tol={tol}")
     trace = optax.trace(decay=momentum, nesterov=True)
+    count_swaps = manifold == "dgram" and retraction == "sorted"
 
     def layouts(params):
         flat, _ = _flatten(params)
@@ -365,13 +392,17 @@ def manifold_muon(
         viol = treedef.unflatten(
             [jnp.zeros(lay.batch_shape, _compute_dtype(x.dtype)) for lay, (_, x) in zip(lays, flat)]
         )
-        steps = treedef.unflatten([jnp.zeros(lay.batch_shape, jnp.int32) for lay in lays])
+        zeros_i = lambda: treedef.unflatten(  # noqa: E731
+            [jnp.zeros(lay.batch_shape, jnp.int32) for lay in lays]
+        )
         return ManifoldMuonState(
             count=jnp.zeros([], jnp.int32),
             momentum=trace.init(params),
             dual=dual,
             violation=viol,
-            inner_steps=steps,
+            inner_steps=zeros_i(),
+            swaps=zeros_i(),
+            swaps_total=zeros_i(),
         )
 
     def update_fn(grads, state, params=None):
@@ -412,8 +443,13 @@ def manifold_muon(
                 lam0=lam0,
             )
             eta = jnp.asarray(lr, w_b.dtype)
-            w_new = retractions.retract(w_b - eta * a, manifold, retraction, sign_method=ret_sign)
-            return w_new, v, k, lam
+            x = w_b - eta * a
+            w_new = retractions.retract(x, manifold, retraction, sign_method=ret_sign)
+            if count_swaps:
+                swaps = rank_changes(x)
+            else:
+                swaps = jnp.zeros(w_b.shape[:1], jnp.int32)
+            return w_new, v, k, lam, swaps
 
         results = [
             solve(w_b, g_b, l_b)
@@ -426,6 +462,10 @@ def manifold_muon(
         viol = [matrices.per_matrix(r[1], lay) for r, lay in zip(per_leaf, lays)]
         used = [matrices.per_matrix(r[2], lay) for r, lay in zip(per_leaf, lays)]
         lams = [matrices.per_matrix(r[3], lay) for r, lay in zip(per_leaf, lays)]
+        swaps = [matrices.per_matrix(r[4], lay) for r, lay in zip(per_leaf, lays)]
+        totals = [
+            t + s for t, s in zip(treedef.flatten_up_to(state.swaps_total), swaps)
+        ]
 
         updates = [
             (nw - w.astype(nw.dtype)).astype(w.dtype) for nw, (_, w) in zip(new_w, flat_w)
@@ -436,6 +476,8 @@ def manifold_muon(
             dual=treedef.unflatten(lams) if warm_start else None,
             violation=treedef.unflatten(viol),
             inner_steps=treedef.unflatten(used),
+            swaps=treedef.unflatten(swaps),
+            swaps_total=treedef.unflatten(totals),
         )
         return treedef.unflatten(updates), new_state
 
