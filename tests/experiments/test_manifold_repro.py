@@ -70,10 +70,11 @@ def test_violations_read_from_a_real_manifold_muon_state():
     state = tx.init(params)
     grads = jax.tree.map(jnp.ones_like, params)
     _, state = tx.update(grads, state, params)
-    v = M.violations(state)
-    assert set(v) == {"mm/attention/violation_max", "mm/attention/violation_mean",
-                      "mm/mlp/violation_max", "mm/mlp/violation_mean"}
+    v = M.state_metrics(state)
+    assert set(v) == {f"mm/{g}/{k}" for g in ("attention", "mlp")
+                      for k in ("violation_max", "violation_mean", "swaps", "swaps_total")}
     assert all(np.isfinite(x) and x >= 0 for x in v.values())
+    assert v["mm/mlp/swaps"] == v["mm/mlp/swaps_total"] == 0  # Stiefel MLP: no sorted retraction
     p = M.probe(params, state, "hetero_inv", eta=0.01)
     # attention is DGram in hetero_inv: σ_max equals the largest column norm on the manifold
     assert p["mm/attention/sigma_colnorm_rel"] < C.SIGMA_COLNORM_RTOL
@@ -205,6 +206,7 @@ def _fake_run(assignment, seed, variant, unstable, sigma_growth, gap_peak):
                        "mm/mlp/max_sigma": [[s, v] for s, v in zip(steps, sig)],
                        "mm/attention/sigma_colnorm_rel": [[s, 1e-6] for s in steps],
                        "mm/attention/swap_eligible": [[s, 2.0] for s in steps],
+                       "mm/attention/swaps_total": [[s, float(s // 10)] for s in steps],
                        "grad_norm/mlp": [[s, 1.0] for s in steps],
                        "attention/layer_0/head_0/logit_gap": [[s, g] for s, g in
                                                               zip(steps, gaps)]}}
@@ -239,6 +241,7 @@ def test_analyse_on_synthetic_runs_reaches_every_verdict(tmp_path):
     assert {v["status"] for v in res["artefact"].values()} == {"artefact"}
     assert res["scale"]["status"] == "stabilised"
     assert res["swap_eligible_total"]["all_dgram-faithful-s0"] == 8
+    assert res["swaps_exact_total"]["all_dgram-faithful-s0"] == 3  # the last cumulative value
     # negative control through the same wiring: Stiefel attention saturating breaks item 3
     for r in runs:
         if r["assignment"] == "hetero" and r["variant"] == "faithful":
@@ -247,6 +250,7 @@ def test_analyse_on_synthetic_runs_reaches_every_verdict(tmp_path):
     figs = M._plot(runs, tmp_path)
     text = M._report(M._resolve("smoke", {}), runs, res, figs, 1.0, "test")
     assert text.count("**supported**") >= 5 and all(p.exists() for p in figs.values())
+    assert "all_dgram-faithful-s0: exact 3, upper bound 8" in text
 
 
 @pytest.mark.slow
