@@ -18,7 +18,8 @@ back, as in the paper) with gradient g, one step is
    with P the identity (Stiefel), the off-diagonal part (DGram) or the diagonal part (oblique) of
    a symmetric n×n matrix. (The Lagrangian ⟨G, A⟩ + ⟨Λ, P(WᵀA + AᵀW)⟩ = ⟨G + 2W·P(Λ), A⟩ for
    symmetric Λ; its maximiser over the spectral ball is the matrix sign and its Λ-gradient is H.)
-3. W ← retract(W − η·A) (:mod:`jaxspectra.optim.retractions`).
+3. W ← retract(W − η·A) (:mod:`jaxspectra.optim.retractions`); with ``weight_decay=λ`` (beyond
+   the paper, off by default) W ← retract(W − η·(A + λW)).
 
 The transformation returns ``updates = retract(W − η·A) − W`` (apply with
 ``optax.apply_updates``), so it must be the last element of a chain and needs ``params``.
@@ -324,12 +325,13 @@ def manifold_muon(
     warm_start: bool = False,
     qkv: str = "whole",
     retraction_sign_method: str | None = None,
+    weight_decay: float = 0.0,
 ) -> optax.GradientTransformation:
     """Manifold Muon (paper 004, App. A) as an ``optax.GradientTransformation``.
 
     Every leaf it sees must be a matrix (``(..., fan_in, fan_out)``; leading axes are a batch of
     matrices); route embeddings, head and 1-D params elsewhere with ``optax.partition`` (see
-    ``jaxspectra.optim.module_wise``). No weight decay is applied (paper 004: none on
+    ``jaxspectra.optim.module_wise``). No weight decay is applied by default (paper 004: none on
     manifold-managed weights). Put the weights on the manifold first with
     :func:`project_to_manifold`.
 
@@ -355,6 +357,12 @@ def manifold_muon(
       retraction_sign_method: sign method of the retraction's polar factor (``None``: same as
         ``sign_method``). For ``retraction="sorted"``, ``"svd"`` is the authors' literal SVD;
         any other method uses the polar factor and the Gram's eigenvalues (no SVD).
+      weight_decay: λ ≥ 0 of a decoupled decay applied *before* the retraction,
+        X = W − η·(A + λ·W), W ← retract(X) (beyond the paper: the scale control paper 004 §4.2
+        suggests for DGram weights, whose column scales are otherwise free). It shrinks the
+        DGram column norms by (1 − ηλ) per step before the retraction; for Stiefel and oblique,
+        whose retraction removes any overall scale, it only shifts the balance between W and
+        η·A. ``0.0`` (default) is the step without decay, bit for bit.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update(grads, state, params)`` returns
@@ -371,6 +379,16 @@ def manifold_muon(
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if alpha <= 0 or tol < 0:
         raise ValueError(f"need alpha > 0 and tol >= 0, got alpha={alpha}, tol={tol}")
+    # A Python number is checked now; a traced one (an injected hyper-parameter) is used as is.
+    decay = isinstance(weight_decay, (int, float)) and weight_decay != 0
+    if isinstance(weight_decay, (int, float)):
+        if not weight_decay >= 0:  # also rejects NaN
+            raise ValueError(
+                f"weight_decay must be >= 0 (decoupled, X = W - lr*(A + wd*W)), got "
+                f"{weight_decay}; pass 0.0 for the paper's undecayed manifold weights"
+            )
+    else:
+        decay = True
     trace = optax.trace(decay=momentum, nesterov=True)
     count_swaps = manifold == "dgram" and retraction == "sorted"
 
@@ -443,7 +461,10 @@ def manifold_muon(
                 lam0=lam0,
             )
             eta = jnp.asarray(lr, w_b.dtype)
-            x = w_b - eta * a
+            if decay:  # decoupled: X = W − η(A + λW)
+                x = w_b - eta * (a + jnp.asarray(weight_decay, w_b.dtype) * w_b)
+            else:
+                x = w_b - eta * a
             w_new = retractions.retract(x, manifold, retraction, sign_method=ret_sign)
             if count_swaps:
                 swaps = rank_changes(x)
