@@ -268,13 +268,42 @@ def test_smoke_end_to_end(tmp_path):
     assert all(p.endswith(".png") for p in out["figures"])
 
 
-def test_weight_decay_control_names_the_missing_option(tmp_path):
-    import inspect
+def test_weight_decay_control_builds_and_decays_attention_only(tmp_path):
+    """``scale_control=wd``: the run config builds, and its optimiser decays the
+    (DGram) attention weights and leaves the (Stiefel) MLP as without the control (two steps)."""
+    import jax
+    import jax.numpy as jnp
 
-    from jaxspectra.optim import manifold_muon as mm
+    from jaxspectra.optim.module_wise import paper004_init
+    from jaxspectra.optim.registry import build_optimizer
 
-    if "weight_decay" in inspect.signature(mm.manifold_muon).parameters:
-        pytest.skip("manifold_muon has a weight decay now")
-    c = M._resolve("smoke", {})
-    with pytest.raises(SystemExit, match="scale_control=msign"):
-        M.run_config(c, "hetero_inv", 0, tmp_path, "wd")
+    c = M._resolve("smoke", {"scale_control": "wd"})
+    opts = M.run_config(c, "hetero_inv", 0, tmp_path, "wd").optim.options
+    assert opts["weight_decay"] == M.WD_ATTENTION and opts["weight_decay_groups"] == "attention"
+    k = jax.random.split(jax.random.key(1), 3)
+    params = {"block_0": {"attn": {"o": {"kernel": 0.1 * jax.random.normal(k[0], (8, 8))}},
+                          "mlp": {"fc": {"kernel": 0.1 * jax.random.normal(k[1], (8, 16))}}},
+              "embed": {"embedding": jax.random.normal(k[2], (16, 8))}}
+    params = paper004_init("hetero_inv", params, sign_method="svd")
+    grads = jax.tree.map(jnp.ones_like, params)
+    new = {}
+    for name, o in (("wd", opts), ("none", {"muon_peak": opts["muon_peak"]})):
+        tx = build_optimizer("hetero_inv", 6e-4, total_steps=10, warmup_steps=1,
+                             sign_method="svd", **o)
+        p, st = params, tx.init(params)
+        for _ in range(2):  # the warm-up's step 0 has learning rate 0
+            u, st = tx.update(grads, st, p)
+            p = optax_apply(p, u)
+        new[name] = jax.tree.map(np.asarray, p)
+    att = [n["block_0"]["attn"]["o"]["kernel"] for n in (new["wd"], new["none"])]
+    mlp = [n["block_0"]["mlp"]["fc"]["kernel"] for n in (new["wd"], new["none"])]
+    np.testing.assert_array_equal(mlp[0], mlp[1])
+    assert np.abs(att[0] - att[1]).max() > 0
+    # the decay shrinks the DGram column norms (sum of squares of the tall kernel)
+    assert np.linalg.norm(att[0]) < np.linalg.norm(att[1])
+
+
+def optax_apply(params, updates):
+    import optax
+
+    return optax.apply_updates(params, updates)
