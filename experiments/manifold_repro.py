@@ -500,7 +500,7 @@ def _report(c, runs, res, figs, wall, preset) -> str:
         *[(f"artefact? {a} with the default (manifold-fixing) retraction", v)
           for a, v in res["artefact"].items()],
         (f"§5 open question: DGram attention stabilised by a scale control "
-         f"({c['scale_control']}, every {c['msign_period']} steps on attention)", res["scale"]),
+         f"({control_label(c)})", res["scale"]),
     ]
     lines = [f"# Paper 004 reproduction ({preset})", "",
              f"Scaled-down GPT-2 ({c['n_layers']} layers × {c['d_model']}, {c['n_heads']} heads, "
@@ -542,6 +542,14 @@ def _report(c, runs, res, figs, wall, preset) -> str:
             f"{r['step_s'] if r['step_s'] is None else round(r['step_s'], 4)} |")
     lines += ["", *(f"![{k}]({p.name})" for k, p in figs.items())]
     return "\n".join(lines) + "\n"
+
+
+def control_label(c: dict[str, Any]) -> str:
+    """The scale control of the ``scale`` part, in words (for the report)."""
+    if c["scale_control"] == "wd":
+        return (f"decoupled weight decay {WD_ATTENTION} before the retraction, "
+                "attention only")
+    return f"msign, every {c['msign_period']} steps on attention"
 
 
 def _fmt_count(v: float | None) -> str:

@@ -280,6 +280,8 @@ def test_weight_decay_control_builds_and_decays_attention_only(tmp_path):
     c = M._resolve("smoke", {"scale_control": "wd"})
     opts = M.run_config(c, "hetero_inv", 0, tmp_path, "wd").optim.options
     assert opts["weight_decay"] == M.WD_ATTENTION and opts["weight_decay_groups"] == "attention"
+    assert "weight decay 0.1" in M.control_label(c) and "msign" in M.control_label(
+        M._resolve("smoke", {}))
     k = jax.random.split(jax.random.key(1), 3)
     params = {"block_0": {"attn": {"o": {"kernel": 0.1 * jax.random.normal(k[0], (8, 8))}},
                           "mlp": {"fc": {"kernel": 0.1 * jax.random.normal(k[1], (8, 16))}}},
