@@ -15,14 +15,17 @@ after copying the ``runs/`` of two GPU commands into one directory).
   over training (Fig. 2), App. C's σ_j = ‖w_j‖ under DGram, the attention saturation measures
   (logit scale, gap, entropy, ‖J_softmax‖_F: the ``attention`` monitor) and the gradient norms
   per group (``grad_norms`` monitor), the DGram dual ascent's final violation per group (from the
-  optimiser state) and an upper bound on the sorted retraction's column-rank swaps.
+  optimiser state), the sorted retraction's exact column-rank swaps (``ManifoldMuonState.swaps``
+  / ``swaps_total``, counted on the pre-retraction point at every step) and a cheap upper bound
+  on them from the weights at the probe steps.
 * ``artefact`` — the DGram-attention assignments (All-DGram, Hetero-Inv) with the library's
   default DGram retraction Q·diag(QᵀX) (the identity on the manifold) instead of the sorted one.
 * ``scale`` — Hetero-Inv (DGram attention) with a scale control: ``scale_control="msign"``
   (paper 003's MSign on the attention weights every ``msign_period`` steps: W ← ‖W‖_F·sign(W)/
   ‖sign(W)‖_F, which keeps a DGram matrix on its manifold and caps σ_max at the RMS column
-  norm), or ``"wd"`` (decoupled weight decay on the manifold weights — only if
-  ``manifold_muon`` has a ``weight_decay`` option; it does not yet, and the run says so).
+  norm), or ``"wd"`` (``manifold_muon``'s decoupled weight decay λ = 0.1 on the attention
+  weights only, X = W − η(A + λW) before the retraction: it shrinks the DGram column scales by
+  (1 − ηλ) per step; the Stiefel MLP is not decayed).
 
 Every criterion and threshold is in :mod:`experiments._manifold_criteria` (fixed before the
 runs, each with a negative control in the tests). The runs go through the trainer
@@ -68,6 +71,9 @@ PAPER_ORDER = ("hetero", "all_stiefel", "unconstrained_muon")  # best first (Tab
 PAPER_LOSS = {"unconstrained_muon": "3.3855", "all_stiefel": "3.3679", "hetero": "3.3544",
               "all_dgram": "Unst.", "hetero_inv": "Unst."}
 PARTS = ("table1", "artefact", "scale")
+#: λ of ``scale_control="wd"`` (decoupled, attention only): the AdamW / unconstrained-Muon decay
+#: of paper 004's runs, so the control adds no new hyper-parameter.
+WD_ATTENTION = 0.1
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(n_layers=2, d_model=32, n_heads=2, d_mlp=128, seq_len=32, batch_size=8,
@@ -128,8 +134,9 @@ def probe(params: Any, opt_state: Any, assignment: str, eta: float) -> dict[str,
 
     Keys: ``mm/<group>/max_sigma``, ``mm/<group>/max_colnorm``, ``mm/<group>/sigma_colnorm_rel``
     (max over the group's matrices; DGram groups only), ``mm/<group>/swap_eligible`` (sum over
-    the group's matrices; DGram only), ``mm/<group>/violation_max`` / ``_mean`` (the dual
-    ascent's RMS(P(WᵀA + AᵀW)) at the last step, from ``ManifoldMuonState.violation``).
+    the group's matrices; DGram only: an *upper bound* on the next step's swaps, from the
+    weights), and from the optimiser state (:func:`state_metrics`) ``mm/<group>/violation_max`` /
+    ``_mean`` and the *exact* ``mm/<group>/swaps`` / ``swaps_total``.
     """
     from jaxspectra.optim.module_wise import ASSIGNMENTS as A
     from jaxspectra.optim.module_wise import module_labels
@@ -152,7 +159,7 @@ def probe(params: Any, opt_state: Any, assignment: str, eta: float) -> dict[str,
                 _max(out, f"mm/{lab}/sigma_colnorm_rel", C.sigma_colnorm_rel(sig, cn))
                 key = f"mm/{lab}/swap_eligible"
                 out[key] = out.get(key, 0.0) + C.swap_eligible_pairs(w, eta)
-    out.update(violations(opt_state))
+    out.update(state_metrics(opt_state))
     return out
 
 
@@ -160,9 +167,17 @@ def _max(d: dict[str, float], k: str, v: float) -> None:
     d[k] = max(d.get(k, -math.inf), v)
 
 
-def violations(opt_state: Any) -> dict[str, float]:
-    """``mm/<group>/violation_max|mean`` from every ``ManifoldMuonState`` in ``opt_state`` (the
-    group read from the partition label in its path)."""
+def state_metrics(opt_state: Any) -> dict[str, float]:
+    """Metrics of every ``ManifoldMuonState`` in ``opt_state`` (the group read from the
+    partition label in its path):
+
+    * ``mm/<group>/violation_max|mean`` — the dual ascent's RMS(P(WᵀA + AᵀW)) at the last step;
+    * ``mm/<group>/swaps`` — the exact number of columns whose scale the sorted DGram retraction
+      re-assigned at the last step (:func:`jaxspectra.optim.manifold_muon.rank_changes` of
+      X = W − η·A), summed over the group's matrices; ``mm/<group>/swaps_total`` — the same
+      summed over every step since the optimiser's ``init`` (0 for Stiefel and for the default
+      DGram retraction).
+    """
     from jaxspectra.optim.manifold_muon import ManifoldMuonState
 
     is_mm = lambda x: isinstance(x, ManifoldMuonState)  # noqa: E731
@@ -177,6 +192,10 @@ def violations(opt_state: Any) -> dict[str, float]:
             v = np.concatenate(v)
             out[f"mm/{grp}/violation_max"] = float(np.max(v))
             out[f"mm/{grp}/violation_mean"] = float(np.mean(v))
+        for name in ("swaps", "swaps_total"):
+            n = [np.asarray(x, np.int64).sum() for x in jax.tree.leaves(getattr(leaf, name))]
+            if n:
+                out[f"mm/{grp}/{name}"] = float(sum(n))
     return out
 
 
@@ -233,17 +252,9 @@ def run_config(c: dict[str, Any], assignment: str, seed: int, run_dir: pathlib.P
         options["retraction"] = "default"
     elif variant == "msign":
         msign = {"period": c["msign_period"], "targets": "attention"}
-    elif variant == "wd":
-        import inspect
-
-        from jaxspectra.optim import manifold_muon as mm
-
-        if "weight_decay" not in inspect.signature(mm.manifold_muon).parameters:
-            raise SystemExit(
-                "manifold_repro: scale_control='wd' needs manifold_muon(weight_decay=...) "
-                "(decoupled decay before the retraction), which the library does not have yet; "
-                "use --set scale_control=msign")
-        options["weight_decay"] = 0.1
+    elif variant == "wd":  # decoupled decay before the retraction, attention weights only
+        options["weight_decay"] = WD_ATTENTION
+        options["weight_decay_groups"] = "attention"
     dtype = c["dtype"] if jax.default_backend() != "cpu" else "float32"
     return from_dict({
         "run": {"dir": str(run_dir), "seed": seed, "num_devices": 1,
@@ -360,8 +371,13 @@ def analyse(runs: list[dict[str, Any]]) -> dict[str, Any]:
              if r["assignment"] == a and r["variant"] == "defaultret"]
         art[a] = C.artefact(f, d) if (f and d) else {"status": "untestable"}
     scale = [r["verdict"]["unstable"] for r in runs if r["variant"] in ("msign", "wd")]
+    dgram = [r for r in faithful if r["assignment"] in ("all_dgram", "hetero", "hetero_inv")]
     swaps = {r["name"]: sum(sum(curve(r, f"mm/{g}/swap_eligible")[1]) for g in ("attention", "mlp"))
-             for r in faithful if r["assignment"] in ("all_dgram", "hetero", "hetero_inv")}
+             for r in dgram}
+    exact = {}
+    for r in dgram:
+        last = [curve(r, f"mm/{g}/swaps_total")[1] for g in ("attention", "mlp")]
+        exact[r["name"]] = sum(v[-1] for v in last if v) if any(last) else None
     return {
         "instability_pattern": C.instability_pattern(unstable, DGRAM_ATTENTION,
                                                      STIEFEL_ATTENTION),
@@ -375,6 +391,7 @@ def analyse(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "final": {a: (float(np.mean(v)), float(np.ptp(v) / 2), len(v)) for a, v in final.items()},
         "unstable": {a: f"{sum(v)}/{len(v)}" for a, v in unstable.items()},
         "swap_eligible_total": swaps,
+        "swaps_exact_total": exact,
         "mech_runs": mech_runs,
     }
 
@@ -483,7 +500,7 @@ def _report(c, runs, res, figs, wall, preset) -> str:
         *[(f"artefact? {a} with the default (manifold-fixing) retraction", v)
           for a, v in res["artefact"].items()],
         (f"§5 open question: DGram attention stabilised by a scale control "
-         f"({c['scale_control']}, every {c['msign_period']} steps on attention)", res["scale"]),
+         f"({control_label(c)})", res["scale"]),
     ]
     lines = [f"# Paper 004 reproduction ({preset})", "",
              f"Scaled-down GPT-2 ({c['n_layers']} layers × {c['d_model']}, {c['n_heads']} heads, "
@@ -496,10 +513,12 @@ def _report(c, runs, res, figs, wall, preset) -> str:
         detail = {k: val for k, val in v.items() if k != "status"}
         lines.append(f"| {claim} | `{json.dumps(detail, default=str)[:300]}` | "
                      f"**{v['status']}** |")
-    lines += ["", "Upper bound on the sorted retraction's column-rank swaps (adjacent column-norm "
-              "pairs within 2η, summed over probes and matrices; the exact count needs the "
-              "pre-retraction point):", "",
-              *(f"* {k}: {v:.0f}" for k, v in res["swap_eligible_total"].items()), "",
+    lines += ["", "Column-rank swaps of the sorted DGram retraction per run — *exact*: columns "
+              "whose descending-norm rank in X = W − ηA differs from their index, summed over "
+              "every step and matrix (`ManifoldMuonState.swaps_total`); *upper bound*: adjacent "
+              "column-norm pairs within 2η, summed over the probe steps only and matrices:", "",
+              *(f"* {k}: exact {_fmt_count(res['swaps_exact_total'].get(k))}, upper bound "
+                f"{v:.0f}" for k, v in res["swap_eligible_total"].items()), "",
               "Per run (verdict step = first triggered criterion; saturation step = first "
               f"probe with max logit gap ≥ {C.GAP_SATURATED}):", "",
               "| run | unstable | verdict step | saturation step | final val | final σ_max "
@@ -523,6 +542,18 @@ def _report(c, runs, res, figs, wall, preset) -> str:
             f"{r['step_s'] if r['step_s'] is None else round(r['step_s'], 4)} |")
     lines += ["", *(f"![{k}]({p.name})" for k, p in figs.items())]
     return "\n".join(lines) + "\n"
+
+
+def control_label(c: dict[str, Any]) -> str:
+    """The scale control of the ``scale`` part, in words (for the report)."""
+    if c["scale_control"] == "wd":
+        return (f"decoupled weight decay {WD_ATTENTION} before the retraction, "
+                "attention only")
+    return f"msign, every {c['msign_period']} steps on attention"
+
+
+def _fmt_count(v: float | None) -> str:
+    return "– (run saved before the count existed)" if v is None else f"{v:.0f}"
 
 
 def run(preset: str, out_dir: pathlib.Path, overrides: dict[str, Any] | None = None) -> dict:

@@ -18,7 +18,8 @@ back, as in the paper) with gradient g, one step is
    with P the identity (Stiefel), the off-diagonal part (DGram) or the diagonal part (oblique) of
    a symmetric n×n matrix. (The Lagrangian ⟨G, A⟩ + ⟨Λ, P(WᵀA + AᵀW)⟩ = ⟨G + 2W·P(Λ), A⟩ for
    symmetric Λ; its maximiser over the spectral ball is the matrix sign and its Λ-gradient is H.)
-3. W ← retract(W − η·A) (:mod:`jaxspectra.optim.retractions`).
+3. W ← retract(W − η·A) (:mod:`jaxspectra.optim.retractions`); with ``weight_decay=λ`` (beyond
+   the paper, off by default) W ← retract(W − η·(A + λW)).
 
 The transformation returns ``updates = retract(W − η·A) − W`` (apply with
 ``optax.apply_updates``), so it must be the last element of a chain and needs ``params``.
@@ -42,8 +43,10 @@ the inner iterate of lowest violation; ``warm_start`` starts Λ from the previou
 10 steps of a slowly varying gradient it brought a DGram matrix's K = 20 violation from 2.2 to
 0.12 at G entries ~0.1; for Stiefel it changed little).
 
-Metrics (read from the state): ``state.violation`` (RMS of H for the returned A) and
-``state.inner_steps`` (sign evaluations used), one entry per matrix (leading batch axes, plus a
+Metrics (read from the state): ``state.violation`` (RMS of H for the returned A),
+``state.inner_steps`` (sign evaluations used) and, for the sorted DGram retraction,
+``state.swaps`` / ``state.swaps_total`` (:func:`rank_changes` of W − η·A: columns whose scale the
+retraction re-assigns, at the last step / summed since ``init``), one entry per matrix (leading batch axes, plus a
 trailing axis of 3 for a split qkv).
 
 Example:
@@ -80,6 +83,7 @@ __all__ = [
     "manifold_muon",
     "paper004_manifold_muon",
     "project_to_manifold",
+    "rank_changes",
     "tangent_projector",
 ]
 
@@ -96,6 +100,10 @@ class ManifoldMuonState(NamedTuple):
         when ``warm_start=True``, else ``None``.
       violation: per-leaf RMS(P(WᵀA + AᵀW)) of the direction used at the last step.
       inner_steps: per-leaf number of sign evaluations of the last step (≤ ``inner_steps``).
+      swaps: per-leaf (int32) column-rank changes of the last step's sorted DGram retraction,
+        :func:`rank_changes` of the pre-retraction point X = W − η·A (tall orientation); 0 for
+        every leaf unless ``manifold="dgram"`` and ``retraction="sorted"``.
+      swaps_total: per-leaf (int32) sum of ``swaps`` over every update since ``init``.
     """
 
     count: jax.Array
@@ -103,6 +111,8 @@ class ManifoldMuonState(NamedTuple):
     dual: Any
     violation: Any
     inner_steps: Any
+    swaps: Any
+    swaps_total: Any
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,6 +128,23 @@ def tangent_projector(manifold: str) -> Callable[[jax.Array], jax.Array]:
     if manifold == "dgram":
         return lambda m: m * (1 - jnp.eye(m.shape[-1], dtype=m.dtype))
     return lambda m: m * jnp.eye(m.shape[-1], dtype=m.dtype)
+
+
+def rank_changes(x: jax.Array) -> jax.Array:
+    """Columns of a tall bank ``x`` ``(..., m, n)`` not at their descending column-norm rank.
+
+    With r = ``argsort(−‖x_{:,j}‖)`` (stable: equal norms keep their index order) this is
+    ``sum(r != arange(n))`` per matrix, int32 — equivalently the number of columns j whose rank
+    among the column norms (0 = largest) differs from j, since a permutation and its inverse
+    have the same fixed points. Paper 004's sorted DGram retraction (U Vᵀ)·diag(S) gives column
+    j the j-th largest singular value; on (or near) the DGram manifold the singular values are
+    the column norms (App. C), so for X = W − η·A this counts the columns whose scale the
+    retraction hands to another column: 0 if the norms are already descending, 2 when one column
+    overtakes its neighbour.
+    """
+    norms = jnp.linalg.norm(x, axis=-2)
+    order = jnp.argsort(-norms, axis=-1, stable=True)
+    return jnp.sum(order != jnp.arange(x.shape[-1]), axis=-1).astype(jnp.int32)
 
 
 def _rms(h: jax.Array) -> jax.Array:
@@ -298,12 +325,13 @@ def manifold_muon(
     warm_start: bool = False,
     qkv: str = "whole",
     retraction_sign_method: str | None = None,
+    weight_decay: float = 0.0,
 ) -> optax.GradientTransformation:
     """Manifold Muon (paper 004, App. A) as an ``optax.GradientTransformation``.
 
     Every leaf it sees must be a matrix (``(..., fan_in, fan_out)``; leading axes are a batch of
     matrices); route embeddings, head and 1-D params elsewhere with ``optax.partition`` (see
-    ``jaxspectra.optim.module_wise``). No weight decay is applied (paper 004: none on
+    ``jaxspectra.optim.module_wise``). No weight decay is applied by default (paper 004: none on
     manifold-managed weights). Put the weights on the manifold first with
     :func:`project_to_manifold`.
 
@@ -329,6 +357,12 @@ def manifold_muon(
       retraction_sign_method: sign method of the retraction's polar factor (``None``: same as
         ``sign_method``). For ``retraction="sorted"``, ``"svd"`` is the authors' literal SVD;
         any other method uses the polar factor and the Gram's eigenvalues (no SVD).
+      weight_decay: λ ≥ 0 of a decoupled decay applied *before* the retraction,
+        X = W − η·(A + λ·W), W ← retract(X) (beyond the paper: the scale control paper 004 §4.2
+        suggests for DGram weights, whose column scales are otherwise free). It shrinks the
+        DGram column norms by (1 − ηλ) per step before the retraction; for Stiefel and oblique,
+        whose retraction removes any overall scale, it only shifts the balance between W and
+        η·A. ``0.0`` (default) is the step without decay, bit for bit.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update(grads, state, params)`` returns
@@ -345,7 +379,18 @@ def manifold_muon(
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if alpha <= 0 or tol < 0:
         raise ValueError(f"need alpha > 0 and tol >= 0, got alpha={alpha}, tol={tol}")
+    # A Python number is checked now; a traced one (an injected hyper-parameter) is used as is.
+    decay = isinstance(weight_decay, (int, float)) and weight_decay != 0
+    if isinstance(weight_decay, (int, float)):
+        if not weight_decay >= 0:  # also rejects NaN
+            raise ValueError(
+                f"weight_decay must be >= 0 (decoupled, X = W - lr*(A + wd*W)), got "
+                f"{weight_decay}; pass 0.0 for the paper's undecayed manifold weights"
+            )
+    else:
+        decay = True
     trace = optax.trace(decay=momentum, nesterov=True)
+    count_swaps = manifold == "dgram" and retraction == "sorted"
 
     def layouts(params):
         flat, _ = _flatten(params)
@@ -365,13 +410,17 @@ def manifold_muon(
         viol = treedef.unflatten(
             [jnp.zeros(lay.batch_shape, _compute_dtype(x.dtype)) for lay, (_, x) in zip(lays, flat)]
         )
-        steps = treedef.unflatten([jnp.zeros(lay.batch_shape, jnp.int32) for lay in lays])
+        zeros_i = lambda: treedef.unflatten(  # noqa: E731
+            [jnp.zeros(lay.batch_shape, jnp.int32) for lay in lays]
+        )
         return ManifoldMuonState(
             count=jnp.zeros([], jnp.int32),
             momentum=trace.init(params),
             dual=dual,
             violation=viol,
-            inner_steps=steps,
+            inner_steps=zeros_i(),
+            swaps=zeros_i(),
+            swaps_total=zeros_i(),
         )
 
     def update_fn(grads, state, params=None):
@@ -412,8 +461,16 @@ def manifold_muon(
                 lam0=lam0,
             )
             eta = jnp.asarray(lr, w_b.dtype)
-            w_new = retractions.retract(w_b - eta * a, manifold, retraction, sign_method=ret_sign)
-            return w_new, v, k, lam
+            if decay:  # decoupled: X = W − η(A + λW)
+                x = w_b - eta * (a + jnp.asarray(weight_decay, w_b.dtype) * w_b)
+            else:
+                x = w_b - eta * a
+            w_new = retractions.retract(x, manifold, retraction, sign_method=ret_sign)
+            if count_swaps:
+                swaps = rank_changes(x)
+            else:
+                swaps = jnp.zeros(w_b.shape[:1], jnp.int32)
+            return w_new, v, k, lam, swaps
 
         results = [
             solve(w_b, g_b, l_b)
@@ -426,6 +483,10 @@ def manifold_muon(
         viol = [matrices.per_matrix(r[1], lay) for r, lay in zip(per_leaf, lays)]
         used = [matrices.per_matrix(r[2], lay) for r, lay in zip(per_leaf, lays)]
         lams = [matrices.per_matrix(r[3], lay) for r, lay in zip(per_leaf, lays)]
+        swaps = [matrices.per_matrix(r[4], lay) for r, lay in zip(per_leaf, lays)]
+        totals = [
+            t + s for t, s in zip(treedef.flatten_up_to(state.swaps_total), swaps)
+        ]
 
         updates = [
             (nw - w.astype(nw.dtype)).astype(w.dtype) for nw, (_, w) in zip(new_w, flat_w)
@@ -436,6 +497,8 @@ def manifold_muon(
             dual=treedef.unflatten(lams) if warm_start else None,
             violation=treedef.unflatten(viol),
             inner_steps=treedef.unflatten(used),
+            swaps=treedef.unflatten(swaps),
+            swaps_total=treedef.unflatten(totals),
         )
         return treedef.unflatten(updates), new_state
 

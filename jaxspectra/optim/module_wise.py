@@ -191,6 +191,7 @@ def paper004(
     clip_norm: float | None = None,
     sign_method: str | None = None,
     strict: bool = True,
+    weight_decay_groups: str | tuple[str, ...] | list[str] = MODULE_GROUPS,
     **manifold_overrides: Any,
 ) -> optax.GradientTransformation:
     """One of paper 004's five module-wise assignments (Table 1) with its shared settings.
@@ -207,6 +208,10 @@ def paper004(
         the presets' — Polar Express, the authors', and an accurate polar factor for the sorted
         DGram retraction).
       strict: see :func:`module_wise`.
+      weight_decay_groups: the module groups (``"attention"``, ``"mlp"``; a tuple, list or
+        comma-separated string) whose manifold-managed weights receive a ``weight_decay``
+        override (:func:`jaxspectra.optim.manifold_muon.manifold_muon`'s decoupled decay before
+        the retraction); the other group keeps none. Default: both.
       **manifold_overrides: keyword arguments of
         :func:`jaxspectra.optim.manifold_muon.manifold_muon` replacing the
         ``paper004_manifold_muon`` preset's (``inner_steps``, ``alpha``, ``retraction``,
@@ -215,6 +220,14 @@ def paper004(
         factor).
     """
     attn_m, mlp_m = _check_assignment(assignment)
+    if isinstance(weight_decay_groups, str):
+        weight_decay_groups = tuple(g.strip() for g in weight_decay_groups.split(",") if g.strip())
+    bad = [g for g in weight_decay_groups if g not in MODULE_GROUPS]
+    if bad:
+        raise ValueError(
+            f"paper004: unknown weight_decay_groups {bad}; expected a subset of "
+            f"{list(MODULE_GROUPS)} (e.g. weight_decay_groups=('attention',))"
+        )
     if len(adamw_betas) != 2:
         raise ValueError(f"adamw_betas must be a pair (b1, b2), got {adamw_betas!r}")
     if attn_m is None and manifold_overrides:
@@ -238,7 +251,7 @@ def paper004(
         lr_adamw, b1=adamw_betas[0], b2=adamw_betas[1], weight_decay=adamw_weight_decay
     )
 
-    def family(manifold: str | None) -> optax.GradientTransformation:
+    def family(manifold: str | None, group: str) -> optax.GradientTransformation:
         if manifold is None:
             return paper_muon(
                 lr_muon,
@@ -250,13 +263,17 @@ def paper004(
         kw = dict(manifold_overrides)
         if manifold != "dgram":
             kw.pop("retraction", None)  # a retraction override names DGram's; Stiefel: polar
+        if group not in weight_decay_groups:
+            kw.pop("weight_decay", None)
         kw.setdefault("momentum", momentum)
         if sign_method is not None:  # the inner loop's and the retraction's sign
             kw.setdefault("sign_method", sign_method)
             kw.setdefault("retraction_sign_method", sign_method)
         return mm.paper004_manifold_muon(lr_muon, manifold, **kw)
 
-    tx = module_wise(attention=family(attn_m), mlp=family(mlp_m), rest=rest, strict=strict)
+    tx = module_wise(
+        attention=family(attn_m, "attention"), mlp=family(mlp_m, "mlp"), rest=rest, strict=strict
+    )
     if clip_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
     return tx

@@ -70,10 +70,11 @@ def test_violations_read_from_a_real_manifold_muon_state():
     state = tx.init(params)
     grads = jax.tree.map(jnp.ones_like, params)
     _, state = tx.update(grads, state, params)
-    v = M.violations(state)
-    assert set(v) == {"mm/attention/violation_max", "mm/attention/violation_mean",
-                      "mm/mlp/violation_max", "mm/mlp/violation_mean"}
+    v = M.state_metrics(state)
+    assert set(v) == {f"mm/{g}/{k}" for g in ("attention", "mlp")
+                      for k in ("violation_max", "violation_mean", "swaps", "swaps_total")}
     assert all(np.isfinite(x) and x >= 0 for x in v.values())
+    assert v["mm/mlp/swaps"] == v["mm/mlp/swaps_total"] == 0  # Stiefel MLP: no sorted retraction
     p = M.probe(params, state, "hetero_inv", eta=0.01)
     # attention is DGram in hetero_inv: σ_max equals the largest column norm on the manifold
     assert p["mm/attention/sigma_colnorm_rel"] < C.SIGMA_COLNORM_RTOL
@@ -205,6 +206,7 @@ def _fake_run(assignment, seed, variant, unstable, sigma_growth, gap_peak):
                        "mm/mlp/max_sigma": [[s, v] for s, v in zip(steps, sig)],
                        "mm/attention/sigma_colnorm_rel": [[s, 1e-6] for s in steps],
                        "mm/attention/swap_eligible": [[s, 2.0] for s in steps],
+                       "mm/attention/swaps_total": [[s, float(s // 10)] for s in steps],
                        "grad_norm/mlp": [[s, 1.0] for s in steps],
                        "attention/layer_0/head_0/logit_gap": [[s, g] for s, g in
                                                               zip(steps, gaps)]}}
@@ -239,6 +241,7 @@ def test_analyse_on_synthetic_runs_reaches_every_verdict(tmp_path):
     assert {v["status"] for v in res["artefact"].values()} == {"artefact"}
     assert res["scale"]["status"] == "stabilised"
     assert res["swap_eligible_total"]["all_dgram-faithful-s0"] == 8
+    assert res["swaps_exact_total"]["all_dgram-faithful-s0"] == 3  # the last cumulative value
     # negative control through the same wiring: Stiefel attention saturating breaks item 3
     for r in runs:
         if r["assignment"] == "hetero" and r["variant"] == "faithful":
@@ -247,6 +250,7 @@ def test_analyse_on_synthetic_runs_reaches_every_verdict(tmp_path):
     figs = M._plot(runs, tmp_path)
     text = M._report(M._resolve("smoke", {}), runs, res, figs, 1.0, "test")
     assert text.count("**supported**") >= 5 and all(p.exists() for p in figs.values())
+    assert "all_dgram-faithful-s0: exact 3, upper bound 8" in text
 
 
 @pytest.mark.slow
@@ -264,13 +268,44 @@ def test_smoke_end_to_end(tmp_path):
     assert all(p.endswith(".png") for p in out["figures"])
 
 
-def test_weight_decay_control_names_the_missing_option(tmp_path):
-    import inspect
+def test_weight_decay_control_builds_and_decays_attention_only(tmp_path):
+    """``scale_control=wd``: the run config builds, and its optimiser decays the
+    (DGram) attention weights and leaves the (Stiefel) MLP as without the control (two steps)."""
+    import jax
+    import jax.numpy as jnp
 
-    from jaxspectra.optim import manifold_muon as mm
+    from jaxspectra.optim.module_wise import paper004_init
+    from jaxspectra.optim.registry import build_optimizer
 
-    if "weight_decay" in inspect.signature(mm.manifold_muon).parameters:
-        pytest.skip("manifold_muon has a weight decay now")
-    c = M._resolve("smoke", {})
-    with pytest.raises(SystemExit, match="scale_control=msign"):
-        M.run_config(c, "hetero_inv", 0, tmp_path, "wd")
+    c = M._resolve("smoke", {"scale_control": "wd"})
+    opts = M.run_config(c, "hetero_inv", 0, tmp_path, "wd").optim.options
+    assert opts["weight_decay"] == M.WD_ATTENTION and opts["weight_decay_groups"] == "attention"
+    assert "weight decay 0.1" in M.control_label(c) and "msign" in M.control_label(
+        M._resolve("smoke", {}))
+    k = jax.random.split(jax.random.key(1), 3)
+    params = {"block_0": {"attn": {"o": {"kernel": 0.1 * jax.random.normal(k[0], (8, 8))}},
+                          "mlp": {"fc": {"kernel": 0.1 * jax.random.normal(k[1], (8, 16))}}},
+              "embed": {"embedding": jax.random.normal(k[2], (16, 8))}}
+    params = paper004_init("hetero_inv", params, sign_method="svd")
+    grads = jax.tree.map(jnp.ones_like, params)
+    new = {}
+    for name, o in (("wd", opts), ("none", {"muon_peak": opts["muon_peak"]})):
+        tx = build_optimizer("hetero_inv", 6e-4, total_steps=10, warmup_steps=1,
+                             sign_method="svd", **o)
+        p, st = params, tx.init(params)
+        for _ in range(2):  # the warm-up's step 0 has learning rate 0
+            u, st = tx.update(grads, st, p)
+            p = optax_apply(p, u)
+        new[name] = jax.tree.map(np.asarray, p)
+    att = [n["block_0"]["attn"]["o"]["kernel"] for n in (new["wd"], new["none"])]
+    mlp = [n["block_0"]["mlp"]["fc"]["kernel"] for n in (new["wd"], new["none"])]
+    np.testing.assert_array_equal(mlp[0], mlp[1])
+    assert np.abs(att[0] - att[1]).max() > 0
+    # the decay shrinks the DGram column norms (sum of squares of the tall kernel)
+    assert np.linalg.norm(att[0]) < np.linalg.norm(att[1])
+
+
+def optax_apply(params, updates):
+    import optax
+
+    return optax.apply_updates(params, updates)

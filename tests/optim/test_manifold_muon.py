@@ -259,6 +259,95 @@ def test_dgram_default_retraction_fixes_points_and_sorted_reorders():
     np.testing.assert_allclose(gy - np.diag(np.diag(gy)), 0, atol=1e-5)
 
 
+def _np_rank_changes(x: np.ndarray) -> int:
+    """NumPy float64 count: columns of tall x not at their descending column-norm rank."""
+    order = np.argsort(-np.linalg.norm(np.asarray(x, np.float64), axis=0), kind="stable")
+    return int(np.sum(order != np.arange(x.shape[1])))
+
+
+def test_rank_changes_matches_numpy():
+    rng = np.random.default_rng(11)
+    q = ref.np_sign(rng.standard_normal((8, 4)))
+    cases = {(2.0, 1.5, 1.0, 0.5): 0, (2.0, 1.0, 1.5, 0.5): 2, (0.5, 2.0, 1.0, 1.5): 3,
+             (1.0, 1.0, 1.0, 1.0): 0}  # ties keep their index order (stable sort)
+    for norms, want in cases.items():
+        x = q * np.array(norms)
+        assert _np_rank_changes(x) == want
+        assert int(mm.rank_changes(jnp.asarray(x, jnp.float32))) == want
+    bank = rng.standard_normal((5, 9, 6))
+    np.testing.assert_array_equal(np.asarray(mm.rank_changes(jnp.asarray(bank, jnp.float32))),
+                                  [_np_rank_changes(b) for b in bank])
+
+
+def test_sorted_retraction_counts_swaps_of_the_pre_retraction_point():
+    """W = Q·diag(2, 1.5, 1.2, 1) sorted; G = −q₃e₃ᵀ is tangent (WᵀG diagonal), so A = −q₃e₃ᵀ
+    exactly and X = W − ηA lengthens column 3 by η: it overtakes column 2 (1.2) iff η > 0.2."""
+    rng = np.random.default_rng(12)
+    q = ref.np_sign(rng.standard_normal((8, 4)))
+    w0 = q * np.array([2.0, 1.5, 1.2, 1.0])
+    g = -np.outer(q[:, 3], np.eye(4)[3])
+    with x64_scope():
+        for lr, want in ((0.1, [0, 0]), (0.25, [2, 2])):
+            opt = mm.manifold_muon(lr, "dgram", retraction="sorted", sign_method=ACCURATE)
+            params, state = {"k": jnp.asarray(w0)}, None
+            w_ref, buf = w0, np.zeros_like(w0)
+            for step, n_swaps in enumerate(want):
+                x = w_ref + lr * np.outer(q[:, 3], np.eye(4)[3])  # W − η·A, A = −q₃e₃ᵀ
+                assert _np_rank_changes(x) == n_swaps
+                params, state = _step(opt, params, {"k": jnp.asarray(g)}, state)
+                w_ref, buf, _, _ = ref.np_manifold_muon_step(w_ref, g, buf, lr, "dgram",
+                                                             retraction="sorted")
+                np.testing.assert_allclose(np.asarray(params["k"]), w_ref, atol=1e-7)
+                assert int(state.swaps["k"]) == n_swaps
+                assert int(state.swaps_total["k"]) == sum(want[: step + 1])
+        # the default DGram retraction and the other manifolds record 0
+        for manifold, ret in (("dgram", "default"), ("stiefel", "default")):
+            opt = mm.manifold_muon(0.25, manifold, retraction=ret, sign_method=ACCURATE)
+            _, st = _step(opt, {"k": jnp.asarray(w0)}, {"k": jnp.asarray(g)})
+            assert int(st.swaps["k"]) == 0 and int(st.swaps_total["k"]) == 0
+
+
+def test_weight_decay_zero_is_bit_identical():
+    rng = np.random.default_rng(13)
+    w0 = jnp.asarray(_on_manifold(rng, (8, 4), "dgram"), jnp.float32)
+    g = {"k": jnp.asarray(rng.standard_normal((8, 4)), jnp.float32)}
+    outs = []
+    for kw in ({}, {"weight_decay": 0.0}, {"weight_decay": jnp.float32(0.0)}):  # last: traced path
+        opt = mm.paper004_manifold_muon(0.05, "dgram", sign_method="svd", **kw)
+        outs.append(np.asarray(_step(opt, {"k": w0}, g)[0]["k"]))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def test_weight_decay_single_step_by_hand():
+    """X = W − η(A + λW) before the retraction. Closed form: W = Q·diag(2, 1.5, 1.2, 1) and
+    G = −q₃e₃ᵀ (tangent, so A = −q₃e₃ᵀ); X stays on DGram, which the default retraction fixes:
+    W₁ = (1 − ηλ)·W + η·q₃e₃ᵀ. Then a random case against the NumPy direction + retraction."""
+    rng = np.random.default_rng(14)
+    q = ref.np_sign(rng.standard_normal((8, 4)))
+    norms = np.array([2.0, 1.5, 1.2, 1.0])
+    e3 = np.eye(4)[3]
+    lr, wd = 0.05, 0.3
+    with x64_scope():
+        opt = mm.manifold_muon(lr, "dgram", sign_method=ACCURATE, weight_decay=wd)
+        p, _ = _step(opt, {"k": jnp.asarray(q * norms)}, {"k": jnp.asarray(-np.outer(q[:, 3], e3))})
+        want = (1 - lr * wd) * q * norms + lr * np.outer(q[:, 3], e3)
+        np.testing.assert_allclose(np.asarray(p["k"]), want, atol=1e-12)
+        np.testing.assert_allclose(np.linalg.norm(np.asarray(p["k"]), axis=0),
+                                   (1 - lr * wd) * norms + lr * e3, atol=1e-12)
+        for manifold, ret in (("dgram", "sorted"), ("stiefel", "default")):
+            w0 = _on_manifold(rng, (8, 4), manifold)
+            g = rng.standard_normal((8, 4))
+            opt = mm.manifold_muon(lr, manifold, retraction=ret, sign_method=ACCURATE,
+                                   weight_decay=wd)
+            p, _ = _step(opt, {"k": jnp.asarray(w0)}, {"k": jnp.asarray(g)})
+            a, _, _, _ = ref.np_direction(w0, g * 1.95, manifold)  # G = g + μ·g at step 1
+            want = ref.np_retract(w0 - lr * (a + wd * w0), manifold, ret)
+            np.testing.assert_allclose(np.asarray(p["k"]), want, atol=1e-7)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        mm.manifold_muon(0.1, "dgram", weight_decay=-0.1)
+
+
 def test_qkv_split_and_whole_and_mask():
     rng = np.random.default_rng(7)
     params = {
