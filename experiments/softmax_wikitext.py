@@ -53,8 +53,8 @@ OPTIMISERS = ("sgd", "adam")
 
 _CRITERIA = dict(ntp_max_fraction=0.8, bow_band=0.1, min_R_decades=1.0)
 PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(_CRITERIA, data="generated", length=16, n_chunks=256, vocab=48, d_model=16,
-                  n_layers=1, n_heads=2, steps=40, every=10, tail=10, seeds=3, batch_size=32,
+    "smoke": dict(_CRITERIA, data="generated", length=16, n_chunks=256, vocab=48, d_model=32,
+                  n_layers=1, n_heads=2, steps=50, every=10, tail=10, seeds=3, batch_size=32,
                   sgd_lrs="0.01,0.05,0.1,0.5", adam_lrs="0.0001,0.0005,0.001,0.005"),
     "full": dict(_CRITERIA, data="wikitext2", length=64, n_chunks=0, vocab=30522, d_model=128,
                  n_layers=2, n_heads=4, steps=2000, every=50, tail=50, seeds=3, batch_size=32,

@@ -149,6 +149,7 @@ def test_sweep_config_is_the_papers_optimisers():
     assert sgd.sweep.seeds == [0, 1, 2] and sgd.train.steps == 2000
 
 
+@pytest.mark.slow  # ~10 s of CPU: compiles the vmapped encoder and the attention statistics
 def test_cls_attention_ratio_matches_numpy_float64():
     """log10 of the [CLS] row's max/min, averaged (in R, not log R) over heads, examples and
     layers — App. K's order — against the model's own probabilities in float64."""
@@ -168,8 +169,20 @@ def test_cls_attention_ratio_matches_numpy_float64():
     assert float(got) == pytest.approx(want, abs=1e-3 * max(1.0, want))
 
 
+def test_protocol():
+    from jaxspectra import cli
+
+    assert wt.DESCRIPTION and {"smoke", "full"} <= set(wt.PRESETS) and callable(wt.run)
+    assert "softmax_wikitext" in cli._experiment_modules()
+    for preset in wt.PRESETS:
+        wt.resolve(preset, {})
+    assert wt.PRESETS["full"]["data"] == "wikitext2" and wt.PRESETS["full"]["steps"] <= 2000
+    assert wt.PRESETS["smoke"]["data"] == "generated"
+
+
 @pytest.mark.slow
-def test_smoke_end_to_end(tmp_path):
+def test_smoke_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXSPECTRA_DATA_DIR", raising=False)  # the smoke needs no ../shared
     res = wt.run("smoke", tmp_path, {"steps": "20", "every": "10", "tail": "5"})
     assert (tmp_path / "report.md").exists() and (tmp_path / "softmax_wikitext_fig3.png").exists()
     text = (tmp_path / "report.md").read_text()
