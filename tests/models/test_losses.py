@@ -73,9 +73,9 @@ def test_matches_float64_closed_form(tied, chunk):
     x, w, y = _data()
     loss_t, dx_t, dw_t, _ = _np_truth(x, w, y)
     wt = w.T.copy() if tied else w
-    loss, (dx, dw) = jax.value_and_grad(
+    loss, (dx, dw) = jax.jit(jax.value_and_grad(
         lambda x_, w_: chunked_lm_loss(x_, w_, jnp.asarray(y), chunk, tied=tied), (0, 1)
-    )(jnp.asarray(x), jnp.asarray(wt))
+    ))(jnp.asarray(x), jnp.asarray(wt))
     tol = _f32_tol(x, w)
     assert loss.dtype == jnp.float32
     assert abs(float(loss) - loss_t) <= tol
@@ -88,8 +88,9 @@ def test_matches_autodiff_of_full_logits_and_the_check_can_fail():
     and a negative control: wrong targets must violate the same tolerance."""
     x, w, y = map(jnp.asarray, _data())
     ref = lambda x_, w_: optax.softmax_cross_entropy_with_integer_labels(x_ @ w_, y).mean()
-    la, ga = jax.value_and_grad(lambda a, b: chunked_lm_loss(a, b, y, 4, tied=False), (0, 1))(x, w)
-    lb, gb = jax.value_and_grad(ref, (0, 1))(x, w)
+    la, ga = jax.jit(jax.value_and_grad(
+        lambda a, b: chunked_lm_loss(a, b, y, 4, tied=False), (0, 1)))(x, w)
+    lb, gb = jax.jit(jax.value_and_grad(ref, (0, 1)))(x, w)
     tol = _f32_tol(np.asarray(x), np.asarray(w))
     assert abs(float(la - lb)) <= tol
     assert all(_rel(a, b) <= tol for a, b in zip(ga, gb))
@@ -99,15 +100,15 @@ def test_matches_autodiff_of_full_logits_and_the_check_can_fail():
 
 def test_two_d_hidden_jit_and_vmap():
     x, w, y = map(jnp.asarray, _data())
-    a = chunked_lm_loss(x[0], w, y[0], 3, tied=False)
+    a = chunked_lm_loss(x[0], w, y[0], 3, tied=False)  # [N, d] input, eager
     b = jax.jit(chunked_lm_loss, static_argnums=(3,), static_argnames=("tied",))(
         x[:1], w, y[:1], 3, tied=False
     )
     np.testing.assert_allclose(a, b, rtol=1e-6)
     # a vmapped sweep (members axis) differentiates through the custom VJP
-    g = jax.vmap(jax.grad(lambda w_, x_: chunked_lm_loss(x_, w_, y, 3, tied=False)),
-                 in_axes=(None, 0))(w, jnp.stack([x, 2 * x]))
-    g1 = jax.grad(lambda w_: chunked_lm_loss(2 * x, w_, y, 3, tied=False))(w)
+    g = jax.jit(jax.vmap(jax.grad(lambda w_, x_: chunked_lm_loss(x_, w_, y, 3, tied=False)),
+                         in_axes=(None, 0)))(w, jnp.stack([x, 2 * x]))
+    g1 = jax.jit(jax.grad(lambda w_: chunked_lm_loss(2 * x, w_, y, 3, tied=False)))(w)
     np.testing.assert_allclose(g[1], g1, rtol=1e-5, atol=1e-7)
 
 
@@ -170,12 +171,13 @@ def test_no_full_float32_logits_in_the_jaxpr_of_loss_and_grad():
 
 
 def _model_pair(tied: bool, dtype: str):
-    kw = dict(tied=tied, dtype=dtype, init_std=0.3)
+    kw = dict(tied=tied, dtype=dtype, init_std=0.3, n_layers=1)
     ref, cfg = get_model("gpt-tiny", **kw)
     chunked, _ = get_model("gpt-tiny", loss_chunk=3, **kw)
     return ref, chunked, cfg
 
 
+@pytest.mark.slow  # ~5 s each on an idle 2-core CPU (three compiles of a 1-layer GPT)
 @pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_model_loss_and_grads_match_the_float32_logits_reference(tied, dtype):
@@ -186,12 +188,19 @@ def test_model_loss_and_grads_match_the_float32_logits_reference(tied, dtype):
     tgt = jnp.asarray(rng.integers(0, cfg.vocab_size, (2, 8)), jnp.int32)
     params = ref.init(jax.random.key(0), tok)
     key = jax.random.key(1)
-    la, ga = jax.value_and_grad(lambda p: lm_loss(ref.apply, p, tok, tgt, key))(params)
-    lb, gb = jax.value_and_grad(lambda p: lm_loss(chunked.apply, p, tok, tgt, key))(params)
-    # the model's own loss method with loss_chunk=0 is the reference path too
-    lc = ref.apply(params, tok, tgt, method="loss")
+
+    @jax.jit
+    def reference(p):
+        la, ga = jax.value_and_grad(lambda q: lm_loss(ref.apply, q, tok, tgt, key))(p)
+        # the model's own loss method with loss_chunk=0 is the reference path too
+        lc = ref.apply(p, tok, tgt, method="loss")
+        return la, ga, lc, jnp.max(jnp.abs(ref.apply(p, tok)))
+
+    la, ga, lc, zmax = reference(params)
+    vg = jax.jit(jax.value_and_grad(lambda p, y: lm_loss(chunked.apply, p, tok, y, key)))
+    lb, gb = vg(params, tgt)
     assert la.dtype == lb.dtype == jnp.float32
-    zmax = float(jnp.max(jnp.abs(ref.apply(params, tok))))
+    zmax = float(zmax)
     if dtype == "float32":
         L1 = cfg.n_layers + 1  # the difference is re-rounded once per layer on the way back
         tol_loss = tol_grad = 4 * (cfg.d_model * zmax + cfg.vocab_size + tok.size) * EPS32 * L1
@@ -205,10 +214,10 @@ def test_model_loss_and_grads_match_the_float32_logits_reference(tied, dtype):
         err = np.linalg.norm(a64 - b64) / max(np.linalg.norm(a64), 1e-30)
         assert err <= tol_grad, (jax.tree_util.keystr(path), err, tol_grad)
     # negative control: gradients of the wrong targets must violate the gradient tolerance
-    bad = jax.grad(lambda p: lm_loss(chunked.apply, p, tok, (tgt + 1) % cfg.vocab_size, key))
+    _, g_bad = vg(params, (tgt + 1) % cfg.vocab_size)
     errs = [np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64))
             / max(np.linalg.norm(np.asarray(a, np.float64)), 1e-30)
-            for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(bad(params)))]
+            for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(g_bad))]
     assert max(errs) > tol_grad
 
 
