@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from jaxspectra.models.layers import ACTIVATIONS, DTYPES
+from jaxspectra.models.layers import ACTIVATIONS, DTYPES, REMAT_POLICIES
 
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rope", "none")
@@ -61,8 +61,13 @@ class TransformerConfig:
       attention_impl: the default (non-probe) attention path: ``"auto"`` (cuDNN flash attention on
         GPUs for bf16/fp16, XLA elsewhere), ``"xla"`` or ``"cudnn"``
         (:func:`jaxspectra.models.layers.fused_attention`).
-      remat: rematerialise each block in the backward pass (``nn.remat``; saves activation
-        memory for a second forward; parameter names unchanged).
+      remat: gradient checkpointing of each block (``nn.remat``; parameter names unchanged):
+        ``"none"`` (default; ``False`` means the same), ``"block"`` (``True`` means the same:
+        save only each block's input, recompute the whole block in the backward pass),
+        ``"dots_saveable"`` (keep every matmul output, recompute the elementwise ops) or
+        ``"dots_with_no_batch_dims_saveable"`` (keep the weight matmuls' outputs, recompute the
+        attention score/value products and the elementwise ops); see
+        :data:`jaxspectra.models.layers.REMAT_POLICIES`.
       dtype, param_dtype: compute and storage dtype names.
     """
 
@@ -88,7 +93,7 @@ class TransformerConfig:
     moe_renormalize: bool = True
     moe_impl: str = "ragged"
     attention_impl: str = "auto"
-    remat: bool = False
+    remat: bool | str = False
     dtype: str = "float32"
     param_dtype: str = "float32"
 
@@ -108,6 +113,12 @@ class TransformerConfig:
         _choice(self, "attention_impl", ATTENTION_IMPLS)
         _choice(self, "dtype", DTYPES)
         _choice(self, "param_dtype", DTYPES)
+        if not isinstance(self.remat, bool) and self.remat not in REMAT_POLICIES:
+            _fail(
+                name,
+                f"remat={self.remat!r} is not a remat policy; choose one of "
+                f"{list(REMAT_POLICIES)} (or true/false for 'block'/'none')",
+            )
         for f in ("init_std", "norm_eps", "mup_init_mult", "mup_lr_block", "mup_lr_embed"):
             v = getattr(self, f)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
@@ -118,6 +129,13 @@ class TransformerConfig:
             _fail(name, f"top_k={self.top_k} must be in [1, n_experts={self.n_experts}]")
         if not self.n_experts and self.top_k:
             _fail(name, f"top_k={self.top_k} given without experts; set n_experts > 0")
+
+    @property
+    def remat_policy(self) -> str:
+        """``remat`` as a policy name (``True`` → ``"block"``, ``False`` → ``"none"``)."""
+        if isinstance(self.remat, bool):
+            return "block" if self.remat else "none"
+        return self.remat
 
     @property
     def head_dim(self) -> int:
@@ -165,6 +183,11 @@ class GPTConfig(TransformerConfig):
       position: ``"learned"`` (``pos_embed``), ``"rope"`` (rotary, base ``rope_base``) or
         ``"none"``.
       tied: the head reuses the token embedding (``logits = h · Eᵀ``; no ``head`` leaf).
+      loss_chunk: how the training loss (``jaxspectra.train.step.lm_loss``) is computed: ``0``
+        (default) from the full float32 logits ``[B, T, V]``; ``c > 0`` by
+        :func:`jaxspectra.models.losses.chunked_lm_loss` in chunks of ``c`` sequence positions
+        (float32 logits of ``B·c`` tokens at a time, never all ``B·T``; e.g. 128). The forward
+        ``__call__`` still returns the full logits.
     """
 
     vocab_size: int
@@ -172,10 +195,18 @@ class GPTConfig(TransformerConfig):
     position: str = "learned"
     rope_base: float = 10000.0
     tied: bool = False
+    loss_chunk: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         _positive(self, "vocab_size", "max_seq_len")
+        c = self.loss_chunk
+        if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+            _fail(
+                "GPTConfig",
+                f"loss_chunk must be an int >= 0 (0 = full float32 logits, c > 0 = chunks of c "
+                f"sequence positions, e.g. 128), got {c!r}",
+            )
         _choice(self, "position", POSITIONS)
         if self.position == "rope" and self.head_dim % 2:
             _fail(

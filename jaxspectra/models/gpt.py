@@ -40,6 +40,7 @@ from jaxspectra.models.layers import (
     run_blocks,
     with_aux,
 )
+from jaxspectra.models.losses import chunked_lm_loss
 
 
 def check_tokens(tokens: jax.Array, max_len: int | None, what: str = "tokens") -> None:
@@ -64,7 +65,8 @@ class GPT(nn.Module):
     batch), ``aux["hidden"]`` the residual stream before each block and after the last (before
     ``ln_f``), ``n_layers + 1`` arrays ``[B, T, d]``. Methods for monitors (through
     ``module.apply(params, ..., method=...)``): ``embed(tokens) -> h``, ``block(h, layer) -> h``,
-    ``unembed(h) -> logits``.
+    ``unembed(h) -> logits``, and ``loss(tokens, targets) -> mean cross-entropy`` (the
+    training loss when ``config.loss_chunk > 0``: chunked, never all ``[B, T, V]`` logits).
     """
 
     config: GPTConfig
@@ -137,3 +139,25 @@ class GPT(nn.Module):
         h, hidden, attn = run_blocks(self.blocks, h, rope, return_attention, return_hidden)
         logits = self.unembed(h)
         return with_aux(logits, hidden, attn, return_attention, return_hidden)
+
+    def loss(self, tokens: jax.Array, targets: jax.Array) -> jax.Array:
+        """Mean next-token cross-entropy (float32) of ``targets [B, T]``.
+
+        ``config.loss_chunk = c > 0``: :func:`~jaxspectra.models.losses.chunked_lm_loss` on
+        ``ln_f(h)`` with the head kernel (or the tied embedding), ``c`` positions at a time;
+        ``0``: from the full float32 logits of :meth:`unembed` (the reference path).
+        """
+        c = self.config
+        h = self.embed(tokens)
+        h, _, _ = run_blocks(self.blocks, h, self._rope(tokens.shape[1]), False, False)
+        if c.loss_chunk == 0:
+            logits = self.unembed(h).astype(jnp.float32)
+            lse = jax.nn.logsumexp(logits, axis=-1)
+            zy = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+            return jnp.mean(lse - zy)
+        x = self.ln_f(h)
+        params = self.variables["params"]
+        w = params["embed"]["embedding"] if c.tied else params["head"]["kernel"]
+        return chunked_lm_loss(
+            x, w, targets, c.loss_chunk, tied=c.tied, compute_dtype=resolve_dtype(c.dtype)
+        )

@@ -420,9 +420,36 @@ class Block(nn.Module):
         return x, p
 
 
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,
+    "block": None,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+"""Remat policies of a block by name (``cfg.remat``): ``"none"`` no remat; ``"block"`` save only
+the block's input and recompute it all (``jax.checkpoint`` without a policy); the others are the
+named :mod:`jax.checkpoint_policies` (which residuals the backward pass keeps)."""
+
+
+def remat_policy_name(cfg: Any) -> str:
+    """``cfg.remat`` as a name of :data:`REMAT_POLICIES` (``True``/``False`` → block/none)."""
+    r = getattr(cfg, "remat", False)
+    name = ("block" if r else "none") if isinstance(r, bool) else r
+    if name not in REMAT_POLICIES:
+        raise ValueError(
+            f"remat={r!r} is not a remat policy; choose one of {list(REMAT_POLICIES)}"
+        )
+    return name
+
+
 def block_class(cfg: Any):
-    """:class:`Block`, wrapped in ``nn.remat`` when ``cfg.remat`` (``return_probs`` static)."""
-    return nn.remat(Block, static_argnums=(3,)) if getattr(cfg, "remat", False) else Block
+    """:class:`Block`, wrapped in ``nn.remat`` with the policy named by ``cfg.remat`` (see
+    :data:`REMAT_POLICIES`; ``return_probs`` static). ``"none"`` returns :class:`Block` itself,
+    so the default program is unchanged."""
+    name = remat_policy_name(cfg)
+    if name == "none":
+        return Block
+    return nn.remat(Block, static_argnums=(3,), policy=REMAT_POLICIES[name])
 
 
 def run_blocks(blocks, h, rope, return_attention: bool, return_hidden: bool):
