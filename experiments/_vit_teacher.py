@@ -71,17 +71,20 @@ def scale_query_key(params: Any, layer: int, c: float) -> Any:
 
 
 def calibrate_teacher(model: Any, params: Any, images: jax.Array, target_log10_r: float,
-                      n_layers: int) -> tuple[Any, list[float]]:
+                      n_layers: int, ratios: Any = None) -> tuple[Any, list[float]]:
     """Scale each layer's query/key so its median [CLS] log₁₀R on ``images`` is the target.
 
     Returns ``(params, scales)``. Layer by layer: c_ℓ² = target / median(log₁₀R at c_ℓ = 1)
-    (exact, since the logits scale by c_ℓ²; module docstring)."""
+    (exact, since the logits scale by c_ℓ²; module docstring). ``ratios``: an optional compiled
+    ``(params, images) -> [L, B, H]`` (default: :func:`layer_log10_ratios` jitted here)."""
     if not (math.isfinite(target_log10_r) and target_log10_r > 0):
         raise ValueError(f"target_log10_r must be positive and finite, got {target_log10_r}; "
                          "e.g. 7.0 for R = 1e7, 1.301 for R = 20")
     scales = []
+    if ratios is None:
+        ratios = jax.jit(lambda p, x: layer_log10_ratios(model, p, x))
     for layer in range(n_layers):
-        base = median_log10_ratio(layer_log10_ratios(model, params, images)[layer])
+        base = median_log10_ratio(ratios(params, images)[layer])
         if not base > 0:
             raise ValueError(f"layer {layer}: the [CLS] attention is exactly uniform (log10 R = "
                              f"{base}); scaling cannot change it — use a random init")

@@ -59,9 +59,9 @@ _BASE: dict[str, Any] = dict(
 )
 PRESETS: dict[str, dict[str, Any]] = {
     # generated images, 2 layers x 2 heads, d=32, patch 7 (16 patches): CPU, no data directory
-    "smoke": dict(_BASE, data="generated", n_images=1024, held_out=256, n_layers=2, n_heads=2,
-                  d_model=32, d_mlp=64, patch_size=7, steps=300, eval_every=25, batch_size=32,
-                  n_probe=256, n_r_probe=64, n_calib=128),
+    "smoke": dict(_BASE, data="generated", n_images=640, held_out=128, n_layers=2, n_heads=2,
+                  d_model=16, d_mlp=32, patch_size=7, steps=200, eval_every=40, batch_size=32,
+                  n_probe=128, n_r_probe=32, n_calib=64),
     # the paper's shapes: 6 layers x 4 heads, d=64, MLP 256, patch 4; real MNIST (10k test set)
     "full": dict(_BASE, data="mnist", n_images=10000, held_out=2000, n_layers=6, n_heads=4,
                  d_model=64, d_mlp=256, patch_size=4, steps=5000, eval_every=100),
@@ -163,19 +163,28 @@ def make_model(cfg: dict[str, Any], init_std: float):
                      init_std=init_std)
 
 
-def build_teacher(cfg: dict[str, Any], target_log10: float, calib: np.ndarray) -> dict[str, Any]:
-    """A teacher of the given target R, calibrated on ``calib`` (images not trained on)."""
+def teacher_fns(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The teachers' model and compiled init / apply / ratio functions (shared by both)."""
     model, _ = make_model(cfg, cfg["teacher_init_std"])
-    params = model.init(jax.random.key(cfg["teacher_seed"]), jnp.asarray(calib[:1]))
-    params, scales = vt.calibrate_teacher(model, params, jnp.asarray(calib), target_log10,
-                                          cfg["n_layers"])
-    return {"model": model, "params": params, "scales": scales, "target_log10": target_log10}
+    x0 = jnp.zeros((1, 28, 28), jnp.float32)
+    return {"model": model, "init": jax.jit(lambda k: model.init(k, x0)),
+            "apply": jax.jit(model.apply),
+            "ratios": jax.jit(lambda p, x: vt.layer_log10_ratios(model, p, x))}
+
+
+def build_teacher(cfg: dict[str, Any], fns: dict[str, Any], target_log10: float,
+                  calib: np.ndarray) -> dict[str, Any]:
+    """A teacher of the given target R, calibrated on ``calib`` (images not trained on)."""
+    params = fns["init"](jax.random.key(cfg["teacher_seed"]))
+    params, scales = vt.calibrate_teacher(fns["model"], params, jnp.asarray(calib), target_log10,
+                                          cfg["n_layers"], ratios=fns["ratios"])
+    return {**fns, "params": params, "scales": scales, "target_log10": target_log10}
 
 
 def teacher_targets(teacher: dict[str, Any], x: np.ndarray, train_idx: np.ndarray,
                     chunk: int = 1000) -> np.ndarray:
     """The teacher's logits on every image, standardised per output over the training images."""
-    f = jax.jit(lambda p, xb: teacher["model"].apply(p, xb))
+    f = teacher["apply"]
     y = np.concatenate([np.asarray(f(teacher["params"], jnp.asarray(x[i:i + chunk])))
                         for i in range(0, x.shape[0], chunk)])
     mu, sd = y[train_idx].mean(0), y[train_idx].std(0)
@@ -187,7 +196,7 @@ def teacher_targets(teacher: dict[str, Any], x: np.ndarray, train_idx: np.ndarra
 
 def measure_teacher_r(teacher: dict[str, Any], x: np.ndarray) -> np.ndarray:
     """``[L, B, H]`` log₁₀R of the teacher's [CLS] rows on ``x``."""
-    return np.asarray(vt.layer_log10_ratios(teacher["model"], teacher["params"], jnp.asarray(x)))
+    return np.asarray(teacher["ratios"](teacher["params"], jnp.asarray(x)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -203,13 +212,12 @@ def make_optimizer() -> Optimizer:
     return Optimizer(tx=tx, lr=lambda s, t: s.hyperparams["learning_rate"], hp_keys=())
 
 
-def regression_loss(model, X: jax.Array, Y: jax.Array):
-    """``loss_fn(params, idx, idx, rng)``: mean squared error of the student's logits against
-    the standardised teacher logits of the images ``idx`` (the dataset stays on the device)."""
+def regression_loss(model):
+    """``loss_fn(params, images, targets, rng)``: mean squared error of the student's logits
+    against the standardised teacher logits."""
 
-    def loss_fn(params, idx, _targets, _rng):
-        pred = model.apply(params, jnp.take(X, idx, axis=0))
-        return jnp.mean((pred - jnp.take(Y, idx, axis=0)) ** 2)
+    def loss_fn(params, images, targets, _rng):
+        return jnp.mean((model.apply(params, images) - targets) ** 2)
 
     return loss_fn
 
@@ -230,27 +238,32 @@ class VmappedEngine:
         return {}
 
 
+def measure_fn(model):
+    """Jitted ``(stacked params, x_probe, y_probe, x_held, y_held, x_r) -> (ℓ_probe [M],
+    ℓ_held [M], median log₁₀R [M, L, H])``."""
+
+    def one(params, xp, yp, xh, yh, xr):
+        lp = jnp.mean((model.apply(params, xp) - yp) ** 2)
+        lh = jnp.mean((model.apply(params, xh) - yh) ** 2)
+        return lp, lh, jnp.median(vt.layer_log10_ratios(model, params, xr), axis=1)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None, None)))
+
+
 class Measure(Hook):
     """Every ``every`` updates (and before the first): ℓ on the train probe and the held-out
     images, and the [CLS] log₁₀R per layer and head (median over the R probe), per member."""
 
-    def __init__(self, every: int, model, X, Y, probe, held, r_probe):
+    def __init__(self, every: int, fn, data: tuple):
         self.every, self.at_end = every, True
-
-        def one(params):
-            lp = jnp.mean((model.apply(params, X[probe]) - Y[probe]) ** 2)
-            lh = jnp.mean((model.apply(params, X[held]) - Y[held]) ** 2)
-            r = vt.layer_log10_ratios(model, params, X[r_probe])  # [L, B, H]
-            return lp, lh, jnp.median(r, axis=1)
-
-        self._f = jax.jit(jax.vmap(one))
+        self._f, self._data = fn, data
         self.steps: list[int] = []
         self.probe_loss: list[np.ndarray] = []
         self.held_loss: list[np.ndarray] = []
         self.log10_r: list[np.ndarray] = []
 
     def _measure(self, info: StepInfo) -> None:
-        lp, lh, r = self._f(info.state.params)
+        lp, lh, r = self._f(info.state.params, *self._data)
         self.steps.append(info.step)
         self.probe_loss.append(np.asarray(lp))
         self.held_loss.append(np.asarray(lh))
@@ -264,13 +277,12 @@ class Measure(Hook):
             self._measure(info)
 
 
-def init_members(model, x0: jax.Array, seeds: list[int], etas: list[float],
-                 opt: Optimizer) -> TrainState:
-    """Member ``m`` = (seed, η): its own init key and data key, η in its optimiser state."""
+def init_members(init, opt: Optimizer, seeds: list[int], etas: list[float]) -> TrainState:
+    """Member ``m`` = (seed, η): its own init and step keys, η in its optimiser state."""
     states = []
     for seed, eta in zip(seeds, etas):
         k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
-        params = model.init(k_init, x0)
+        params = init(k_init)
         os_ = opt.tx.init(params)
         os_ = os_._replace(hyperparams={**os_.hyperparams,
                                         "learning_rate": jnp.asarray(eta, jnp.float32)})
@@ -278,39 +290,47 @@ def init_members(model, x0: jax.Array, seeds: list[int], etas: list[float],
     return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
-def train_students(cfg: dict[str, Any], X: np.ndarray, Y: np.ndarray, train_idx: np.ndarray,
-                   held_idx: np.ndarray) -> dict[str, Any]:
-    """Train the seed × η grid of students of one teacher as one vmapped step."""
+def make_students(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Model, compiled step and measurement of the students (built once, shared by both
+    teachers: the data enter as arguments, so nothing is compiled twice)."""
     model, _ = make_model(cfg, cfg["student_init_std"])
+    opt = make_optimizer()
+    x0 = jnp.zeros((1, 28, 28), jnp.float32)
+    return {"model": model, "opt": opt, "engine": VmappedEngine(regression_loss(model), opt),
+            "measure": measure_fn(model), "init": jax.jit(lambda k: model.init(k, x0))}
+
+
+def train_students(cfg: dict[str, Any], students: dict[str, Any], X: np.ndarray, Y: np.ndarray,
+                   train_idx: np.ndarray, held_idx: np.ndarray) -> dict[str, Any]:
+    """Train the seed × η grid of students of one teacher as one vmapped step (``run_loop``)."""
     etas = [float(e) for e in cfg["etas"]]
     grid = [(s, e) for s in range(cfg["seeds"]) for e in etas]  # seeds outermost
     seeds = [s for s, _ in grid]
-    opt = make_optimizer()
     Xd, Yd = jnp.asarray(X), jnp.asarray(Y)
-    engine = VmappedEngine(regression_loss(model, Xd, Yd), opt)
-    state = init_members(model, Xd[:1], seeds, [e for _, e in grid], opt)
-    probe = jnp.asarray(train_idx[: cfg["n_probe"]])
-    r_probe = jnp.asarray(held_idx[: cfg["n_r_probe"]])
-    meas = Measure(cfg["eval_every"], model, Xd, Yd, probe, jnp.asarray(held_idx), r_probe)
+    state = init_members(students["init"], students["opt"], seeds, [e for _, e in grid])
+    probe, held = train_idx[: cfg["n_probe"]], held_idx
+    data = (Xd[probe], Yd[probe], Xd[held], Yd[held], Xd[held_idx[: cfg["n_r_probe"]]])
+    meas = Measure(cfg["eval_every"], students["measure"], data)
     B, n_tr = cfg["batch_size"], len(train_idx)
 
     def batches(t: int):
+        """Member m's batch t: B training images drawn with replacement by key (seed_m, t)."""
         idx = np.stack([train_idx[np.random.default_rng((s, t)).integers(0, n_tr, B)]
-                        for s in seeds]).astype(np.int32)
-        idx = jnp.asarray(idx)
-        return idx, idx
+                        for s in seeds])
+        idx = jnp.asarray(idx, jnp.int32)
+        return jnp.take(Xd, idx, axis=0), jnp.take(Yd, idx, axis=0)
 
     t0 = time.perf_counter()
-    state, control = run_loop(engine, state, 0, cfg["steps"], batches, [meas])
+    state, control = run_loop(students["engine"], state, 0, cfg["steps"], batches, [meas])
     jax.block_until_ready(state.params)
     wall = time.perf_counter() - t0
     probe_loss = np.stack(meas.probe_loss)  # [K, M]
-    final_params = state.params
     return {"grid": grid, "etas": etas, "steps": np.asarray(meas.steps),
             "probe_loss": probe_loss, "held_loss": np.stack(meas.held_loss),
             "log10_r": np.stack(meas.log10_r),  # [K, M, L, H]
-            "rel": probe_loss / probe_loss[:1], "params": final_params, "model": model,
-            "wall_s": wall, "stopped": control.stop_reason or "completed"}
+            "rel": probe_loss / probe_loss[:1], "params": state.params,
+            "model": students["model"], "wall_s": wall,
+            "stopped": control.stop_reason or "completed"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -410,27 +430,32 @@ def plot_r(cfg, results, best, path: pathlib.Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_maps(cfg, model, params, image: np.ndarray, path: pathlib.Path, title: str) -> None:
-    """App. I: the [CLS] attention over the patch grid, one panel per layer × head (log colour)."""
+def plot_maps(cfg, nets: list[tuple[str, Any, Any]], image: np.ndarray, path: pathlib.Path,
+              title: str) -> None:
+    """App. I: the [CLS] attention over the patch grid, one row per (net, layer), one panel per
+    head (log₁₀ colour); ``nets`` = [(label, model, params), ...]."""
     plt = _plt()
-    _, aux = model.apply(params, jnp.asarray(image[None]), return_attention=True)
     L, H = cfg["n_layers"], cfg["n_heads"]
     g = 28 // cfg["patch_size"]
-    fig, axes = plt.subplots(L, H + 1, figsize=(1.9 * (H + 1), 1.9 * L + 0.6), squeeze=False)
-    for layer in range(L):
-        a = np.asarray(aux["attention"][layer][0])  # [H, T, T]
-        axes[layer, 0].imshow(image, cmap="gray")
-        axes[layer, 0].set_ylabel(f"layer {layer}", fontsize=8)
-        for h in range(H):
-            row = np.maximum(a[h, 0, 1:], 1e-30).reshape(g, g)
-            ax = axes[layer, h + 1]
-            ax.imshow(np.log10(row), cmap="magma")
-            lr = float(np.log10(a[h, 0].max() / max(a[h, 0].min(), 1e-38)))
-            ax.set_title(f"head {h}: log₁₀R {lr:.1f}", fontsize=7)
-        for ax in axes[layer]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
+    rows = len(nets) * L
+    fig, axes = plt.subplots(rows, H + 1, figsize=(1.9 * (H + 1), 1.9 * rows + 0.8),
+                             squeeze=False)
+    for n, (label, model, params) in enumerate(nets):
+        _, aux = model.apply(params, jnp.asarray(image[None]), return_attention=True)
+        for layer in range(L):
+            a = np.asarray(aux["attention"][layer][0], np.float64)  # [H, T, T]
+            row_axes = axes[n * L + layer]
+            row_axes[0].imshow(image, cmap="gray")
+            row_axes[0].set_ylabel(f"{label}\nlayer {layer}", fontsize=7)
+            for h in range(H):
+                row = np.maximum(a[h, 0, 1:], 1e-30).reshape(g, g)
+                row_axes[h + 1].imshow(np.log10(row), cmap="magma")
+                lr = float(np.log10(a[h, 0].max() / max(a[h, 0].min(), 1e-38)))
+                row_axes[h + 1].set_title(f"head {h}: log₁₀R {lr:.1f}", fontsize=7)
+            for ax in row_axes:
+                ax.set_xticks([])
+                ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -450,14 +475,15 @@ def run(preset: str, out_dir: pathlib.Path, overrides: Mapping[str, Any] | None 
     X, tr, ho = load_images(cfg)
     calib = X[ho[-cfg["n_calib"]:]]  # calibration: the end of the held-out part
     teachers, results = {}, {}
+    fns, students = teacher_fns(cfg), make_students(cfg)
     for name, target in zip(TEACHERS, cfg["targets_log10"]):
-        t = build_teacher(cfg, float(target), calib)
+        t = build_teacher(cfg, fns, float(target), calib)
         r_train = measure_teacher_r(t, X[tr[: cfg["n_probe"]]])  # [L, B, H]
         t["log10_r_train"] = vt.median_log10_ratio(r_train)
         t["log10_r_layer_head"] = np.median(r_train, axis=1)  # [L, H]
         Y = teacher_targets(t, X, tr)
         teachers[name] = t
-        results[name] = train_students(cfg, X, Y, tr, ho)
+        results[name] = train_students(cfg, students, X, Y, tr, ho)
     best = {n: crit.best_eta(final_rel_grid(results[n], cfg["seeds"]), results[n]["etas"])[0]
             for n in TEACHERS}
     cks = checks(cfg, teachers, results)
@@ -466,7 +492,8 @@ def run(preset: str, out_dir: pathlib.Path, overrides: Mapping[str, Any] | None 
             "R": out_dir / f"softmax_vit_mnist_{preset}_R.png"}
     where = "real MNIST (10k test images)" if cfg["data"] == "mnist" else "generated images"
     plot_loss(cfg, results, figs["loss"],
-              f"Paper 001 Fig. 2b — tiny ViT, SGD, {where}: ℓ/ℓ₀ per η (3 line styles = seeds)")
+              f"Paper 001 Fig. 2b — tiny ViT, SGD, {where}: ℓ/ℓ₀ per η\n"
+              "(line style = seed; blue: non-sparse teacher, orange: sparse teacher)")
     plot_r(cfg, results, best, figs["R"],
            "Students' [CLS] attention ratio per layer over training (best η)")
     for name in TEACHERS:
@@ -474,10 +501,12 @@ def run(preset: str, out_dir: pathlib.Path, overrides: Mapping[str, Any] | None 
         p0 = jax.tree.map(lambda x, j=j: x[j], results[name]["params"])
         key = f"maps_{name}"
         figs[key] = out_dir / f"softmax_vit_mnist_{preset}_maps_{name}.png"
-        plot_maps(cfg, results[name]["model"], p0, X[ho[0]], figs[key],
-                  f"App. I — end-of-training [CLS] attention, student of the {name} teacher "
-                  f"(target R = 10^{cfg['targets_log10'][TEACHERS.index(name)]:.1f}), "
-                  "log10 colour")
+        nets = [("teacher", teachers[name]["model"], teachers[name]["params"]),
+                ("student", results[name]["model"], p0)]
+        plot_maps(cfg, nets, X[ho[0]], figs[key],
+                  f"App. I — [CLS] attention (log10 colour), {name} teacher\n"
+                  f"(target R = 10^{cfg['targets_log10'][TEACHERS.index(name)]:.1f}) and its "
+                  f"student at the end (seed 0, η = {results[name]['etas'][j]:g})")
     wall = time.perf_counter() - t_start
     report = write_report(out_dir / "report.md", preset, cfg, teachers, results, best, cks, figs,
                           wall)
