@@ -348,8 +348,8 @@ def checks(cfg: dict[str, Any], teachers: dict[str, dict], results: dict[str, di
     for name in TEACHERS:
         t = teachers[name]
         ok, det = crit.teacher_r_in_band(t["log10_r_train"], t["target_log10"], cfg["r_band"])
-        out.append({"claim": CLAIM_R, "criterion": f"{name} teacher: |median log10 R − "
-                    f"{t['target_log10']:.2f}| ≤ {cfg['r_band']} decades (on the training images)",
+        out.append({"claim": CLAIM_R, "criterion": f"{name} teacher: abs(median log10 R − "
+                    f"{t['target_log10']:.2f}) ≤ {cfg['r_band']} decades (on the training images)",
                     "ok": ok, "ours": f"log10 R = {det['measured_log10']:.2f}"})
     best = {}
     for name in TEACHERS:
@@ -423,7 +423,7 @@ def plot_r(cfg, results, best, path: pathlib.Path, title: str) -> None:
         ax.set_xlabel("SGD step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("log₁₀ R ([CLS] row; mean, band = min–max over heads & seeds)")
+    axes[0].set_ylabel("log₁₀ R of the [CLS] row")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -495,7 +495,8 @@ def run(preset: str, out_dir: pathlib.Path, overrides: Mapping[str, Any] | None 
               f"Paper 001 Fig. 2b — tiny ViT, SGD, {where}: ℓ/ℓ₀ per η\n"
               "(line style = seed; blue: non-sparse teacher, orange: sparse teacher)")
     plot_r(cfg, results, best, figs["R"],
-           "Students' [CLS] attention ratio per layer over training (best η)")
+           "Students' [CLS] attention ratio per layer over training (best η): "
+           "line = mean, band = min–max over heads and seeds")
     for name in TEACHERS:
         j = best[name]  # seed 0 at the best eta is member j
         p0 = jax.tree.map(lambda x, j=j: x[j], results[name]["params"])
