@@ -67,6 +67,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  d_model=64, d_mlp=256, patch_size=4, steps=5000, eval_every=100),
 }
 TEACHERS = ("non-sparse", "sparse")
+MAP_DECADES = 8  # attention maps: one colour scale, log10(a / max a) from -8 to 0
 COLORS = {"non-sparse": "tab:blue", "sparse": "tab:orange"}  # as the paper's Fig. 2b
 CLAIM_SLOW = ('§4: "(S)GD suffers from slow convergence as the attention probabilities become '
               'sparser" (Fig. 2b, η = 0.01 chosen from [0.001, 0.01, 0.1])')
@@ -449,7 +450,8 @@ def plot_maps(cfg, nets: list[tuple[str, Any, Any]], image: np.ndarray, path: pa
             row_axes[0].set_ylabel(f"{label}\nlayer {layer}", fontsize=7)
             for h in range(H):
                 row = np.maximum(a[h, 0, 1:], 1e-30).reshape(g, g)
-                row_axes[h + 1].imshow(np.log10(row), cmap="magma")
+                im = row_axes[h + 1].imshow(np.log10(row / row.max()), cmap="magma",
+                                            vmin=-MAP_DECADES, vmax=0)
                 lr = float(np.log10(a[h, 0].max() / max(a[h, 0].min(), 1e-38)))
                 row_axes[h + 1].set_title(f"head {h}: log₁₀R {lr:.1f}", fontsize=7)
             for ax in row_axes:
@@ -457,7 +459,8 @@ def plot_maps(cfg, nets: list[tuple[str, Any, Any]], image: np.ndarray, path: pa
                 ax.set_yticks([])
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.colorbar(im, ax=axes[:, 1:], shrink=0.6, label="log₁₀(a / max a)")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -505,7 +508,7 @@ def run(preset: str, out_dir: pathlib.Path, overrides: Mapping[str, Any] | None 
         nets = [("teacher", teachers[name]["model"], teachers[name]["params"]),
                 ("student", results[name]["model"], p0)]
         plot_maps(cfg, nets, X[ho[0]], figs[key],
-                  f"App. I — [CLS] attention (log10 colour), {name} teacher\n"
+                  f"App. I — [CLS] attention over the patches, {name} teacher\n"
                   f"(target R = 10^{cfg['targets_log10'][TEACHERS.index(name)]:.1f}) and its "
                   f"student at the end (seed 0, η = {results[name]['etas'][j]:g})")
     wall = time.perf_counter() - t_start
