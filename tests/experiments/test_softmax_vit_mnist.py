@@ -110,6 +110,15 @@ def test_resolve_config_errors_name_the_fix():
     assert cfg["etas"] == (0.1, 0.2) and cfg["steps"] == 7
 
 
+def test_protocol_and_discovery():
+    from jaxspectra import cli
+
+    assert exp.DESCRIPTION and {"smoke", "full"} <= set(exp.PRESETS) and callable(exp.run)
+    assert "softmax_vit_mnist" in cli._experiment_modules()
+    for preset in exp.PRESETS:
+        exp.resolve_config(preset, {})
+
+
 def test_full_preset_is_the_papers_shape():
     f = exp.PRESETS["full"]
     assert (f["n_layers"], f["n_heads"], f["d_model"], f["d_mlp"], f["patch_size"]) == \
@@ -120,7 +129,7 @@ def test_full_preset_is_the_papers_shape():
 @pytest.mark.slow
 def test_smoke_end_to_end(tmp_path, monkeypatch):
     monkeypatch.delenv("JAXSPECTRA_DATA_DIR", raising=False)  # the smoke needs no data directory
-    res = exp.run("smoke", tmp_path, {"steps": "40", "eval_every": "20"})
+    res = exp.run("smoke", tmp_path, {})  # the preset itself, as `jaxspectra reproduce` runs it
     assert res["report"].exists() and "softmax_vit_mnist" in res["report"].read_text()
     for p in res["figures"].values():
         assert p.exists() and p.stat().st_size > 0
