@@ -59,6 +59,7 @@ import numpy as np
 from jaxspectra.train.hooks import Hook
 
 from . import _manifold_criteria as C
+from ._presets import apply_overrides
 
 DESCRIPTION = ("paper 004 Table 1 / Figs. 1-2: five module-wise Manifold-Muon assignments, "
                "the DGram-attention instability, its mechanism, the retraction artefact, a "
@@ -92,13 +93,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _resolve(preset: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    if preset not in PRESETS:
-        raise SystemExit(f"manifold_repro: unknown preset {preset!r}; known: {sorted(PRESETS)}")
-    cfg = dict(PRESETS[preset])
-    for k, v in (overrides or {}).items():
-        if k not in cfg:
-            raise SystemExit(f"manifold_repro: unknown override {k!r}; known: {sorted(cfg)}")
-        cfg[k] = type(cfg[k])(v)
+    try:
+        cfg = apply_overrides(PRESETS, preset, overrides)
+    except ValueError as err:
+        raise SystemExit(f"manifold_repro: {err}") from None
     bad = [p for p in _csv(cfg["parts"]) if p not in (*PARTS, "none")]
     if bad:
         raise SystemExit(f"manifold_repro: unknown part(s) {bad}; known: {list(PARTS)} "

@@ -47,6 +47,7 @@ from jaxspectra.train.step import make_train_step
 
 from . import _vit_criteria as crit
 from . import _vit_teacher as vt
+from ._presets import apply_overrides
 
 DESCRIPTION = ("paper 001 Fig. 2b / App. I: tiny ViT on MNIST, SGD on labels of a sparse "
                "(R≈1e7) vs non-sparse (R≈20) attention teacher")
@@ -82,23 +83,7 @@ CLAIM_R = ('§4: "The ratio R across layers and heads for the sparse attention s
 
 def resolve_config(preset: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """The preset with ``key=value`` overrides converted to the preset's types, validated."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    cfg = dict(PRESETS[preset])
-    for key, value in (overrides or {}).items():
-        if key not in cfg:
-            raise ValueError(f"unknown override {key!r}; known keys: {', '.join(sorted(cfg))}")
-        old = cfg[key]
-        if isinstance(value, str) and not isinstance(old, str):
-            try:
-                if isinstance(old, tuple):
-                    value = tuple(type(old[0])(v) for v in value.split(","))
-                else:
-                    value = type(old)(value)
-            except ValueError:
-                raise ValueError(f"override {key}={value!r}: expected {type(old).__name__}, "
-                                 f"e.g. {key}={old if not isinstance(old, tuple) else ','.join(map(str, old))}") from None
-        cfg[key] = value
+    cfg = apply_overrides(PRESETS, preset, overrides)
     for k in ("seeds", "steps", "eval_every", "batch_size", "n_layers", "n_heads"):
         if int(cfg[k]) < 1:
             raise ValueError(f"{k} must be >= 1, got {cfg[k]}")

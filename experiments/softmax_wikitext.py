@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _wikitext_criteria as crit
+from ._presets import apply_overrides
 
 DESCRIPTION = ("paper 001 Fig. 3: WikiText-2 SGD+momentum vs Adam on next-token (sparse) vs "
                "bag-of-words (dense) with the CLS encoder")
@@ -74,13 +75,7 @@ CLAIM_R = ('§4: "next-token prediction, which induces sparse attention distribu
 
 def resolve(preset: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
     """The preset with ``overrides`` (strings from ``--set``) converted to each key's type."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    c = dict(PRESETS[preset])
-    for k, v in (overrides or {}).items():
-        if k not in c:
-            raise ValueError(f"unknown override {k!r}; known: {sorted(c)}")
-        c[k] = type(c[k])(v)
+    c = apply_overrides(PRESETS, preset, overrides)
     if c["data"] not in ("generated", "wikitext2"):
         raise ValueError(f"data must be 'generated' or 'wikitext2', got {c['data']!r}")
     if not 1 <= c["tail"] <= c["steps"]:

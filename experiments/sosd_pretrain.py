@@ -70,6 +70,8 @@ import numpy as np
 
 from jaxspectra.train.hooks import Hook
 
+from ._presets import apply_overrides
+
 DESCRIPTION = ("paper 002 Figs. 1-5: SoSD onset vs loss knee, LR schedules, weight decay, "
                "Muon vs AdamW in LM pretraining (modded GPT + llama)")
 TITLE = "Paper 002 §3, §5 — SoSD in LM pretraining"
@@ -802,24 +804,13 @@ PART_FUNCS = {"emergence": part_emergence, "schedules": part_schedules, "wd": pa
 # Entry point
 # ================================================================================================
 
-_INT = ("n_layers", "d_model", "n_heads", "d_mlp", "seq_len", "batch_size", "steps", "every",
-        "seeds", "seed", "weights_every_logs")
-_FLOAT = ("warmup_frac", "lr", "muon_lr")
-
 
 def resolve(preset: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """The preset with ``overrides`` (strings from ``--set``) converted and validated."""
-    if preset not in PRESETS:
-        raise ValueError(f"sosd_pretrain: unknown preset {preset!r}; choose one of "
-                         f"{sorted(PRESETS)}")
-    c = dict(PRESETS[preset])
-    for k, v in (overrides or {}).items():
-        if k not in c:
-            raise ValueError(f"sosd_pretrain: unknown override {k!r}; known: {sorted(c)}")
-        try:
-            c[k] = int(v) if k in _INT else float(v) if k in _FLOAT else str(v)
-        except ValueError:
-            raise ValueError(f"sosd_pretrain: override {k}={v!r} is not a number") from None
+    try:
+        c = apply_overrides(PRESETS, preset, overrides)
+    except ValueError as err:
+        raise ValueError(f"sosd_pretrain: {err}") from None
     parts = [p.strip() for p in str(c["parts"]).split(",") if p.strip()]
     bad = [p for p in parts if p not in PARTS]
     if bad or not parts:

@@ -48,6 +48,8 @@ import numpy as np
 
 from jaxspectra.theory import sosd_one_layer as S
 
+from ._presets import apply_overrides
+
 DESCRIPTION = "paper 002 §4: one-layer theory model, GD from small init; Lemma A.4, Thms 4.5/4.9"
 TITLE = "Paper 002 §4 — SoSD on the one-layer single-head theory model (full-batch GD)"
 
@@ -57,29 +59,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(_BASE, steps=3000, seeds=1),
     "full": dict(_BASE, steps=100_000, seeds=3),
 }
-_INT = ("n", "d", "C", "seed", "curvature_points", "steps", "seeds")
-_FLOAT = ("sigma", "eta", "onset_frac", "kappa_cap", "phase_ratio_min", "rtol")
 
 
 def resolve_config(preset: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """The preset with ``key=value`` overrides converted and validated (``ValueError``)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    cfg = dict(PRESETS[preset])
-    for key, value in (overrides or {}).items():
-        if key not in cfg:
-            raise ValueError(f"unknown override {key!r}; known keys: {', '.join(sorted(cfg))}")
-        try:
-            f = float(value)
-            if key in _INT:
-                if not f.is_integer():
-                    raise ValueError("not an integer")
-                cfg[key] = int(f)
-            else:
-                cfg[key] = f
-        except ValueError as err:
-            raise ValueError(f"override {key}={value!r}: {err}; e.g. {key}="
-                             f"{PRESETS['smoke'][key]}") from None
+    cfg = apply_overrides(PRESETS, preset, overrides)
     for key in ("n", "d", "steps", "seeds"):
         if cfg[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
