@@ -20,10 +20,10 @@ only an increase is attributable to that row; ``None`` where the backend reports
 from __future__ import annotations
 
 import math
-import tempfile
 
 import jax
 
+from .bench_train_step import gpt2_setup
 from .harness import BenchResult, benchmark, time_fn
 
 GB = 1e9
@@ -38,29 +38,9 @@ CONFIGS = [
 
 
 def _engine(quick: bool, loss_chunk: int, remat: str):
-    from jaxspectra.train.config import from_dict
     from jaxspectra.train.engine import Engine
-    from jaxspectra.train.setup import setup
 
-    opts = {"loss_chunk": loss_chunk, "remat": remat}
-    if quick:
-        model = {"name": "gpt-tiny", "dtype": "float32",
-                 "options": {"n_layers": 2, "d_model": 64, "n_heads": 4, "d_mlp": 256,
-                             "vocab_size": 256, "max_seq_len": 64, **opts}}
-        B, T = 4, 64
-    else:
-        model = {"name": "gpt2-small", "dtype": "bfloat16", "options": opts}
-        B, T = 16, 1024
-    cfg = from_dict({
-        "run": {"dir": tempfile.mkdtemp(prefix="bench_memory_"), "num_devices": 1},
-        "model": model,
-        "data": {"source": "synthetic", "batch_size": B, "seq_len": T, "eval_batches": 0},
-        "optim": {"name": "adamw", "learning_rate": 6e-4, "clip_norm": 1.0,
-                  "options": {"b1": 0.9, "b2": 0.95, "weight_decay": 0.1}},
-        "train": {"steps": 1000, "progress": False},
-        "checkpoint": {"every": 0, "keep": 0},
-    })
-    s = setup(cfg)
+    s, B, T = gpt2_setup(quick, {"loss_chunk": loss_chunk, "remat": remat}, "bench_memory_")
     return s, Engine(s), B, T
 
 

@@ -25,22 +25,23 @@ from .harness import BenchResult, benchmark, time_fn
 PEAK_MEASURED, PEAK_SPEC = 790.0, 989.0
 
 
-def _jax_candidate(quick: bool):
+def gpt2_setup(quick: bool, options: dict | None = None, prefix: str = "bench_train_step_"):
+    """The GPT-2-small (``quick``: a 2-layer toy) AdamW trainer setup the step benchmarks time:
+    ``(setup, B, T)``; ``options`` are extra ``model.options`` (e.g. ``loss_chunk``, ``remat``)."""
     from jaxspectra.train.config import from_dict
-    from jaxspectra.train.engine import Engine
-    from jaxspectra.train.resume import run_flops_per_token
     from jaxspectra.train.setup import setup
 
+    opts = dict(options or {})
     if quick:
         model = {"name": "gpt-tiny", "dtype": "float32",
                  "options": {"n_layers": 2, "d_model": 64, "n_heads": 4, "d_mlp": 256,
-                             "vocab_size": 256, "max_seq_len": 64}}
+                             "vocab_size": 256, "max_seq_len": 64, **opts}}
         B, T = 4, 64
     else:
-        model = {"name": "gpt2-small", "dtype": "bfloat16"}
+        model = {"name": "gpt2-small", "dtype": "bfloat16", **({"options": opts} if opts else {})}
         B, T = 16, 1024
     cfg = from_dict({
-        "run": {"dir": tempfile.mkdtemp(prefix="bench_train_step_"), "num_devices": 1},
+        "run": {"dir": tempfile.mkdtemp(prefix=prefix), "num_devices": 1},
         "model": model,
         "data": {"source": "synthetic", "batch_size": B, "seq_len": T, "eval_batches": 0},
         "optim": {"name": "adamw", "learning_rate": 6e-4, "clip_norm": 1.0,
@@ -48,7 +49,14 @@ def _jax_candidate(quick: bool):
         "train": {"steps": 1000, "progress": False},
         "checkpoint": {"every": 0, "keep": 0},
     })
-    s = setup(cfg)
+    return setup(cfg), B, T
+
+
+def _jax_candidate(quick: bool):
+    from jaxspectra.train.engine import Engine
+    from jaxspectra.train.resume import run_flops_per_token
+
+    s, B, T = gpt2_setup(quick)
     eng = Engine(s)
     state = [eng.init_state(0)]
     batch = eng.batch(s.dataset, 0, 0)
