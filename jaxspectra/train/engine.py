@@ -57,7 +57,9 @@ class Engine:
                  swept_hparams: dict[str, Any] | None = None):
         cfg = s.cfg
         self.s, self.members, self.swept = s, members, dict(swept_hparams or {})
-        self.loss_fn = partial(lm_loss, s.module.apply)
+        # only the GPT family's config has loss_chunk (models.config.GPTConfig)
+        self.loss_fn = partial(lm_loss, s.module.apply,
+                               loss_chunk=getattr(s.model_config, "loss_chunk", 0))
         mults = lr_multiplier_tree(s.model_config, s.abstract_params)
         self.opt: Optimizer = optimizer_from_section(
             cfg.optim, cfg.train.steps, s.abstract_params, mults,

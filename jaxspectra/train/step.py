@@ -51,21 +51,15 @@ class StepHook(Protocol):
     def __call__(self, ctx: StepContext, state: Any) -> tuple[dict[str, Any], Any]: ...
 
 
-def _loss_chunk(apply_fn: Callable) -> int:
-    """``config.loss_chunk`` of the module whose bound ``apply`` is ``apply_fn`` (0 if none)."""
-    module = getattr(apply_fn, "__self__", None)
-    return getattr(getattr(module, "config", None), "loss_chunk", 0) or 0
-
-
-def lm_loss(apply_fn: Callable, params: Any, inputs: jax.Array, targets: jax.Array, rng) -> jax.Array:
+def lm_loss(apply_fn: Callable, params: Any, inputs: jax.Array, targets: jax.Array, rng, *,
+            loss_chunk: int = 0) -> jax.Array:
     """Mean next-token cross-entropy (float32) of ``apply_fn(params, inputs) -> logits``.
 
-    When ``apply_fn`` is the bound ``apply`` of a model whose config sets ``loss_chunk > 0``
-    (:class:`~jaxspectra.models.config.GPTConfig`), the model's own chunked ``loss`` method runs
-    instead, which never materialises the ``[B, T, V]`` float32 logits
-    (:func:`jaxspectra.models.losses.chunked_lm_loss`); ``loss_chunk = 0`` is this path.
+    ``loss_chunk > 0`` (a GPT model's ``config.loss_chunk``, passed by the engine) calls the
+    model's own ``loss`` method instead, which never materialises the ``[B, T, V]`` float32
+    logits (:func:`jaxspectra.models.losses.chunked_lm_loss`).
     """
-    if _loss_chunk(apply_fn):
+    if loss_chunk:
         loss = apply_fn(params, inputs, targets, rngs={"dropout": rng}, method="loss")
         return loss.astype(jnp.float32)
     logits = apply_fn(params, inputs, rngs={"dropout": rng})

@@ -197,7 +197,8 @@ def test_model_loss_and_grads_match_the_float32_logits_reference(tied, dtype):
         return la, ga, lc, jnp.max(jnp.abs(ref.apply(p, tok)))
 
     la, ga, lc, zmax = reference(params)
-    vg = jax.jit(jax.value_and_grad(lambda p, y: lm_loss(chunked.apply, p, tok, y, key)))
+    vg = jax.jit(jax.value_and_grad(lambda p, y: lm_loss(chunked.apply, p, tok, y, key,
+                                                            loss_chunk=chunked.config.loss_chunk)))
     lb, gb = vg(params, tgt)
     assert la.dtype == lb.dtype == jnp.float32
     zmax = float(zmax)
@@ -225,3 +226,22 @@ def test_config_default_is_the_full_logits_path():
     assert GPTConfig.__dataclass_fields__["loss_chunk"].default == 0
     _, cfg = get_model("gpt-tiny")
     assert cfg.loss_chunk == 0
+
+
+def test_trainer_passes_the_configs_loss_chunk(tmp_path):
+    """``model.options.loss_chunk`` reaches the trainer's loss (the engine passes it explicitly)."""
+    from jaxspectra.train.config import from_dict
+    from jaxspectra.train.engine import Engine
+    from jaxspectra.train.setup import setup
+
+    def engine(chunk):
+        cfg = from_dict({"run": {"dir": str(tmp_path / f"r{chunk}"), "num_devices": 1},
+                         "model": {"name": "gpt-tiny", "options": {"n_layers": 1,
+                                                                    "loss_chunk": chunk}},
+                         "data": {"source": "synthetic", "batch_size": 2, "seq_len": 8,
+                                  "eval_batches": 0},
+                         "train": {"steps": 1, "progress": False}})
+        return Engine(setup(cfg))
+
+    assert engine(4).loss_fn.keywords["loss_chunk"] == 4
+    assert engine(0).loss_fn.keywords["loss_chunk"] == 0
