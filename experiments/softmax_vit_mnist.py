@@ -515,8 +515,39 @@ def run(preset: str, out_dir: pathlib.Path, overrides: Mapping[str, Any] | None 
         r = results[n]
         np.savez(out_dir / f"curves_{n}.npz", steps=r["steps"], probe_loss=r["probe_loss"],
                  held_loss=r["held_loss"], log10_r=r["log10_r"], grid=np.asarray(r["grid"]))
+        save_params(out_dir / f"params_{n}.npz", teachers[n]["params"], r["params"], r["grid"],
+                    teachers[n]["scales"])
     return {"report": report, "passed": passed, "checks": cks, "summary": summary,
             "figures": figs}
+
+
+def save_params(path: pathlib.Path, teacher_params, student_params, grid, scales) -> None:
+    """Write the teacher's and every student's final parameters to one ``.npz``: keys
+    ``teacher/<path>`` and ``students/<path>`` (students stacked on a leading member axis in
+    ``grid`` order), plus ``grid`` ([M, 2]: seed, η) and the teacher's q/k ``scales``. Read back
+    with :func:`load_params` (App. J.3's tables are computed from these)."""
+    flat = {}
+    for prefix, tree in (("teacher", teacher_params), ("students", student_params)):
+        for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            flat[prefix + "/" + "/".join(str(getattr(k, "key", k)) for k in kp)] = np.asarray(leaf)
+    np.savez(path, grid=np.asarray(grid, np.float64), scales=np.asarray(scales), **flat)
+
+
+def load_params(path: pathlib.Path, like_params) -> tuple[Any, Any, np.ndarray]:
+    """``(teacher params, stacked student params, grid)`` from :func:`save_params`'s file, in the
+    tree structure of ``like_params`` (one model's params, e.g. ``model.init(...)``)."""
+    with np.load(path) as z:
+        data = dict(z)
+    paths = [("/".join(str(getattr(k, "key", k)) for k in kp))
+             for kp, _ in jax.tree_util.tree_flatten_with_path(like_params)[0]]
+    treedef = jax.tree.structure(like_params)
+    missing = [q for q in paths if "teacher/" + q not in data]
+    if missing:
+        raise ValueError(f"{path}: no parameters for {missing[:3]}...; the file does not match "
+                         "this model configuration (same preset and --set overrides?)")
+    teacher = jax.tree.unflatten(treedef, [jnp.asarray(data["teacher/" + q]) for q in paths])
+    students = jax.tree.unflatten(treedef, [jnp.asarray(data["students/" + q]) for q in paths])
+    return teacher, students, data["grid"]
 
 
 def write_report(path, preset, cfg, teachers, results, best, cks, figs, wall) -> pathlib.Path:
