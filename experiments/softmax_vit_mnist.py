@@ -443,7 +443,7 @@ def plot_maps(cfg, nets: list[tuple[str, Any, Any]], image: np.ndarray, path: pa
                 ax.set_xticks([])
                 ax.set_yticks([])
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.9 / (1.9 * rows + 0.8)))  # room for the 2-line title
     fig.colorbar(im, ax=axes[:, 1:], shrink=0.6, label="log₁₀(a / max a)")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
