@@ -62,13 +62,22 @@ import dataclasses
 import json
 import math
 import pathlib
+import platform
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
+from jaxspectra.monitors import sosd
+from jaxspectra.monitors.spectral import delta_sigma, matrix_entries, matrix_stats
+from jaxspectra.train.config import from_dict, to_dict
+from jaxspectra.train.engine import Engine
 from jaxspectra.train.hooks import Hook
+from jaxspectra.train.loop import run_loop
+from jaxspectra.train.setup import setup
+from jaxspectra.train.sweep import init_members, members_of, validate_axes
 
 from ._presets import apply_overrides
 
@@ -96,8 +105,10 @@ WSD_DECAY = 0.28           # WSD: linear decay over the last 28 % (from 72 %)
 STEP_MILESTONES = (0.5, 0.75)
 GROUPS = ("attention", "mlp")
 
+# head_lr_factor = LR_head / LR_body for the AdamW runs (App. D's split of embeddings/head vs
+# body; its values were in the table lost from the extraction, so 1.0 = no split by default)
 _BASE = dict(parts="emergence,schedules,wd,muon", warmup_frac=0.05, lr=2e-3, muon_lr=0.02,
-             seed=0, n_heads=4, weights_every_logs=4, dtype="float32")
+             head_lr_factor=1.0, seed=0, n_heads=4, weights_every_logs=4, dtype="float32")
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(_BASE, source="default", n_layers=2, d_model=16, n_heads=2, d_mlp=64,
                   seq_len=32, batch_size=8, steps=200, every=10, seeds=2, lr=3e-3),
@@ -338,8 +349,6 @@ RUNS_FOR = {"emergence": ("A", "C"), "schedules": ("C", "D", "E"), "wd": ("E",),
 
 def train_config(c: Mapping[str, Any], spec: RunSpec, run_dir: pathlib.Path):
     """The trainer :class:`~jaxspectra.train.config.Config` of ``spec``."""
-    from jaxspectra.train.config import from_dict
-
     T, lr = int(c["steps"]), float(c["lr"])
     model = {"gpt": "gpt2-small-modded", "llama": "llama-tiny"}[spec.model]
     sched_opts = {"wsd": {"decay_fraction": WSD_DECAY, "floor": 0.1 * lr},
@@ -348,6 +357,9 @@ def train_config(c: Mapping[str, Any], spec: RunSpec, run_dir: pathlib.Path):
     if spec.optim == "adamw":
         optim = {"name": "adamw", "learning_rate": lr, "weight_decay": spec.wds[0],
                  "options": {"b1": 0.9, "b2": 0.95, "eps": 1e-8}}
+        f = float(c["head_lr_factor"])
+        if f != 1.0:  # optim.lr_groups: embeddings and head at f × the body's LR
+            optim["lr_groups"] = {"embedding": f, "head": f}
     else:  # Muon on attention + MLP (optax.contrib.muon), AdamW(0.9, 0.95) on the rest
         if spec.wds != (0.0,):
             raise ValueError("the Muon run is λ = 0 (paper 002 App. D)")
@@ -392,9 +404,7 @@ class SpectraHook(Hook):
     at_end = True
 
     def __init__(self, every: int, weights_every: int = 0, groups: Sequence[str] = GROUPS):
-        import jax
 
-        from jaxspectra.monitors.spectral import matrix_entries, matrix_stats
 
         self.period, self.weights_every = every, weights_every
         self.sv: dict[int, dict[str, np.ndarray]] = {}  # step -> name -> [M, k]
@@ -414,7 +424,6 @@ class SpectraHook(Hook):
         return step % self.period in (0, 1) or step == end
 
     def _take(self, step: int, params: Any, last: bool = False) -> None:
-        import jax
 
         self.sv[step] = {n: np.asarray(v, np.float64)
                          for n, v in jax.device_get(self._spectra(params)).items()}
@@ -438,7 +447,6 @@ def delta_sigma_series(sv: Mapping[int, Mapping[str, np.ndarray]]) -> tuple[np.n
                                                                             dict[str, np.ndarray]]:
     """``(steps, {name: ΔΣ [n, M]})`` for every step t > 0 with spectra at t and t + 1 (one step
     apart: paper 002 §3.3; t = 0 is left out: optax's warm-up has η = 0 at step 0)."""
-    from jaxspectra.monitors.spectral import delta_sigma
 
     steps = np.array(sorted(t for t in sv if t + 1 in sv and t > 0), dtype=np.int64)
     names = sorted(sv[int(steps[0])]) if len(steps) else []
@@ -452,13 +460,7 @@ def train_run(c: Mapping[str, Any], spec: RunSpec, out_dir: pathlib.Path) -> dic
     return ``loss [T, M]``, ``members``, ``dsteps``, ``delta {name: [n, M]}``, ``sv`` (step →
     name → [M, k], at the weight-snapshot steps only), ``cos_w`` (name → (steps, cos⟨W_t, W_T⟩)
     of member 0; the raw snapshots are not kept), ``wall_s``, ``tokens_seen``."""
-    import jax
 
-    from jaxspectra.train.config import to_dict
-    from jaxspectra.train.engine import Engine
-    from jaxspectra.train.loop import run_loop
-    from jaxspectra.train.setup import setup
-    from jaxspectra.train.sweep import init_members, members_of, validate_axes
 
     cache = out_dir / "runs" / f"{spec.key}.npz"
     run_dir = out_dir / "runs" / spec.key
@@ -492,7 +494,6 @@ def train_run(c: Mapping[str, Any], spec: RunSpec, out_dir: pathlib.Path) -> dic
         if t < T:
             loss[t] = v
     dsteps, delta = delta_sigma_series(hook.sv)
-    from jaxspectra.monitors import sosd
 
     cos_w = {n: sosd.cos_to_final(ser) for n, ser in hook.weights.items()}
     wsteps = sorted(next(iter(hook.weights.values()), {}))
@@ -562,7 +563,6 @@ def final_loss(run: Mapping[str, Any], member: int, total: int) -> float:
 def emergence_analysis(run: Mapping[str, Any], total: int, member: int = 0) -> dict[str, Any]:
     """Onset, knee, synchrony, Σ-before-W and MLP-below-attention for one member of a WSD run
     (the stable window ends where the decay starts)."""
-    from jaxspectra.monitors import sosd
 
     end = (1 - WSD_DECAY) * total
     ds = run["dsteps"]
@@ -599,7 +599,6 @@ def _plot_emergence(run, an, total, path_prefix: pathlib.Path, label: str) -> li
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jaxspectra.monitors import sosd
 
     paths = []
     if "sosd" in an:
@@ -828,9 +827,7 @@ def resolve(preset: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def run(preset: str, out_dir: pathlib.Path, overrides: Mapping[str, Any] | None = None) -> dict:
     """Train the runs the chosen ``parts`` need, check every criterion, write ``report.md``."""
-    import platform
 
-    import jax
 
     c = resolve(preset, overrides)
     out_dir = pathlib.Path(out_dir)

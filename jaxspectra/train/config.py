@@ -7,7 +7,7 @@ A config file has one table per section (every key optional; defaults below)::
     [data]         source, data_dir, tokenizer, batch_size, seq_len, eval_batches, eval_split,
                    seed
     [optim]        name, learning_rate, schedule, warmup_steps, clip_norm, weight_decay,
-                   lr_multipliers, [optim.options], [optim.schedule_options], [optim.msign]
+                   lr_multipliers, [optim.lr_groups], [optim.options], [optim.schedule_options], [optim.msign]
     [train]        steps, grad_accum, eval_every, log_every, sharding, fsdp_min_size, peak_tflops,
                    progress, stop_on_nonfinite
     [checkpoint]   every, keep, async_save, dir, resume, allow_changes
@@ -110,6 +110,9 @@ class OptimSection:
     clip_norm: float = 1.0  # 0 = no clipping
     weight_decay: float = -1.0  # -1 (UNSET_WEIGHT_DECAY): leave the optimiser's default
     lr_multipliers: bool = True  # apply the model's per-leaf LR multipliers (muP)
+    # per-group LR factors, e.g. {embedding = 5.0, head = 0.5} (groups: jaxspectra.groups.GROUPS);
+    # multiplied into the muP multipliers; {} = none (paper 002's LR_head vs LR_body split)
+    lr_groups: dict = dataclasses.field(default_factory=dict)
     options: dict = dataclasses.field(default_factory=dict)
     schedule_options: dict = dataclasses.field(default_factory=dict)
     msign: dict = dataclasses.field(default_factory=dict)  # {} = no MSign wrapper
@@ -195,7 +198,7 @@ _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 _SECTION_TYPES = get_type_hints(Config)
 # dict-valued fields: free-form tables whose keys the consumer validates
 _MONITOR_TABLES = {f.name for f in dataclasses.fields(MonitorsSection)} - {"spectral_every"}
-_FREE_TABLES = {"options", "schedule_options", "msign", "axes"} | _MONITOR_TABLES
+_FREE_TABLES = {"options", "schedule_options", "msign", "lr_groups", "axes"} | _MONITOR_TABLES
 
 
 def _validate_monitors(sec: MonitorsSection) -> None:

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxspectra import models
+from jaxspectra import groups, models
 from jaxspectra.optim import registry
 from jaxspectra.optim.module_wise import paper004_schedules
 from jaxspectra.optim.msign import msign as msign_tx
@@ -82,6 +83,32 @@ def lr_multiplier_tree(mcfg: Any, params: Any) -> Any | None:
     if all(float(m) == 1.0 for m in jax.tree.leaves(mults)):
         return None
     return mults
+
+
+def group_lr_tree(lr_groups: Mapping[str, float], params: Any) -> Any | None:
+    """Per-leaf LR factors from ``optim.lr_groups`` ({group: factor}; a leaf's group is
+    :func:`jaxspectra.groups.path_group`), 1.0 for groups not named; ``None`` when empty.
+
+    Paper 002 (App. D) trains the embeddings/head at ``LR_head`` and the body at ``LR_body``;
+    ``{embedding = r, head = r}`` with the body at the base LR is that split.
+
+    Raises:
+      ConfigError: an unknown group, or a factor that is not a finite number > 0.
+    """
+    if not lr_groups:
+        return None
+    unknown = sorted(set(lr_groups) - set(groups.GROUPS))
+    if unknown:
+        raise ConfigError(f"optim.lr_groups: unknown group(s) {unknown}; the groups are "
+                          f"{list(groups.GROUPS)}")
+    for g, f in lr_groups.items():
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) \
+                or f <= 0:
+            raise ConfigError(f"optim.lr_groups.{g} = {f!r}: a factor must be a finite number "
+                              "> 0 (leave the group out for 1.0)")
+    return jax.tree_util.tree_map_with_path(
+        lambda path, leaf: float(lr_groups.get(groups.path_group(path, len(leaf.shape)), 1.0)),
+        params)
 
 
 def scale_by_tree(mults: Any) -> optax.GradientTransformation:
@@ -146,10 +173,15 @@ def optimizer_from_section(
     """The chain of the module docstring; ``swept`` adds numeric ``optim.options.<name>``."""
     manifold = cfg.name in registry.MANIFOLD_PRESETS
     mults = mults if cfg.lr_multipliers else None
+    split = group_lr_tree(cfg.lr_groups, params)
+    if split is not None:
+        mults = split if mults is None else jax.tree.map(lambda a, b: float(a) * float(b),
+                                                          mults, split)
     if mults is not None and manifold:
         raise ConfigError(
             f"optimizer {cfg.name!r} keeps weights on a manifold; per-leaf LR multipliers would "
-            "push them off it. Set optim.lr_multipliers=false (or use a non-μP model).")
+            "push them off it. Set optim.lr_multipliers=false (or use a non-μP model) and leave "
+            "optim.lr_groups empty.")
     hp = hyperparams(cfg, swept)
     if is_paper004(cfg.name):
         base_lr, lr_of, extra = _paper004_lr(cfg, total_steps)

@@ -177,6 +177,18 @@ def test_resolve_errors_name_the_fix():
     assert S.resolve("smoke", {"parts": "wd, muon"})["parts"] == "wd,muon"
 
 
+def test_head_lr_factor_becomes_the_trainers_lr_groups(tmp_path):
+    """App. D's LR_head vs LR_body split reaches the AdamW runs' optimiser (not Muon's, whose
+    split is Muon body / AdamW rest); 1.0 (the default) adds nothing."""
+    specs = S.run_specs(S.resolve("smoke", {}))
+    off = S.train_config(S.resolve("smoke", {}), specs["A"], tmp_path)
+    assert off.optim.lr_groups == {}
+    c = S.resolve("smoke", {"head_lr_factor": "0.25"})
+    on = S.train_config(c, specs["A"], tmp_path)
+    assert on.optim.lr_groups == {"embedding": 0.25, "head": 0.25}
+    assert S.train_config(c, specs["B"], tmp_path).optim.lr_groups == {}
+
+
 @pytest.mark.slow
 def test_smoke_end_to_end(tmp_path):
     """The smoke preset (embedded corpus, no data directory) writes a report with a verdict,

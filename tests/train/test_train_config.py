@@ -237,3 +237,10 @@ def test_absurd_but_legal_values_warn_and_load():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         apply_overrides(Config(), {"optim.learning_rate": "10"})  # at the threshold: silent
+
+
+def test_lr_groups_from_toml_table_and_set():
+    """optim.lr_groups is a free table: a TOML [optim.lr_groups] and --set optim.lr_groups.<g>."""
+    assert from_dict({"optim": {"lr_groups": {"embedding": 5.0}}}).optim.lr_groups == \
+        {"embedding": 5.0}
+    assert load_config(None, {"optim.lr_groups.head": "0.5"}).optim.lr_groups == {"head": 0.5}

@@ -6,8 +6,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from jaxspectra.train.config import OptimSection
+from jaxspectra.train.config import ConfigError, OptimSection
 from jaxspectra.train.state import TrainState, optimizer_from_section
 from jaxspectra.train.step import make_train_step
 
@@ -78,6 +79,39 @@ def test_lr_multipliers_scale_updates():
     np.testing.assert_allclose(new.params["params"]["embed"]["embedding"],
                                P["params"]["embed"]["embedding"]
                                - 0.1 * g["params"]["embed"]["embedding"], rtol=1e-5, atol=1e-6)
+
+
+def test_lr_groups_split_head_and_body_and_compose_with_mup():
+    """optim.lr_groups (paper 002's LR_head vs LR_body): the embedding moves at 5× the base LR,
+    the body at 1× — against the plain SGD step by hand; μP multipliers multiply in."""
+    g = jax.grad(loss_fn)(P, X, Y, None)
+    for mup, body in ((None, 1.0), (16.0, 16.0)):
+        mults = None
+        if mup is not None:
+            mults = jax.tree.map(lambda _: 1.0, P)
+            mults["params"]["block_0"]["mlp"]["fc"]["kernel"] = mup
+        cfg = OptimSection(name="sgd", learning_rate=0.1, clip_norm=0.0,
+                           options={"momentum": 0.0}, lr_groups={"embedding": 5.0})
+        opt = optimizer_from_section(cfg, 10, P, mults)
+        state = TrainState(jnp.int32(0), P, opt.tx.init(P), jax.random.PRNGKey(0))
+        new = jax.jit(make_train_step(loss_fn, opt))(state, (X, Y))[0]
+        np.testing.assert_allclose(new.params["params"]["embed"]["embedding"],
+                                   P["params"]["embed"]["embedding"]
+                                   - 0.5 * g["params"]["embed"]["embedding"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(new.params["params"]["block_0"]["mlp"]["fc"]["kernel"],
+                                   P["params"]["block_0"]["mlp"]["fc"]["kernel"]
+                                   - 0.1 * body * g["params"]["block_0"]["mlp"]["fc"]["kernel"],
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("groups, match", [({"heads": 2.0}, "unknown group"),
+                                           ({"head": 0.0}, "finite number > 0"),
+                                           ({"head": float("nan")}, "finite number > 0"),
+                                           ({"head": True}, "finite number > 0")])
+def test_lr_groups_bad_input_names_the_fix(groups, match):
+    cfg = OptimSection(name="sgd", learning_rate=0.1, lr_groups=groups)
+    with pytest.raises(ConfigError, match=match):
+        optimizer_from_section(cfg, 10, P, None)
 
 
 def test_per_step_key_is_fold_in_of_step():
