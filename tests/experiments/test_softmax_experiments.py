@@ -308,3 +308,20 @@ def test_fig6_reduced_joint_W(tmp_path):
     over = [r for r in res["runs"] if r["regime"] == "over"]
     over_check = next(c for c in res["checks"] if "≥ N" in c["criterion"])
     assert over_check["ok"] == crit.linear_rate(over, 1.0)[0]
+
+
+def test_flat_jacobian_chunked_equals_jacrev():
+    """The chunked per-example Jacobian (rows = ∇θ f_i) against jax.jacrev of all outputs, with
+    W trained (Fig. 6) and a chunk that does not divide N."""
+    from jax.flatten_util import ravel_pytree
+
+    with x64_scope():
+        ks = jax.random.split(jax.random.key(3), 1)
+        b = _softmax.make_batch(ks, 7, 5, (1.0,), "softmax", True, "own")
+        params = {k: np.asarray(v[0]) for k, v in b["teacher"].items()}
+        X = np.asarray(b["X"][0])
+        flat, unravel = ravel_pytree({k: jnp.asarray(v) for k, v in params.items()})
+        ref = jax.jacrev(lambda th: pa.predict(unravel(th), jnp.asarray(X), "softmax"))(flat)
+        got = _softmax._flat_jacobian(params, X, "softmax", chunk=3)
+        assert got.shape == (7, flat.size) and "W" in params
+        np.testing.assert_allclose(got, np.asarray(ref), rtol=1e-12, atol=1e-14)
