@@ -8,7 +8,7 @@ Per network, per (image, layer, head) — the unit of every statistic below:
 * **Important set** S_i: a_j ≥ 50% of the row's max (App. J.3), :func:`select_important`.
 * **Subspaces**: per head, I = the uncentred PCA of the important keys of all images (the fewest
   components with ≥ 90% of their energy), U = I⊥ in the head's key space (d_h = 16 in the full
-  preset), :func:`important_subspace`.
+  preset), :func:`important_subspace_thin`.
 * **ρ_U**: per pair the exact ρ_{U,i} = max_{x∈U} ‖K_S x‖/‖K_{S^c} x‖ (a generalised eigenvalue)
   and the paper's estimate (the max over 200 random unit x ∈ U, one draw per head); per head the
   max over images (B1 says "for each i"), and the pooled ratio of all images' rows stacked
@@ -43,9 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspectra.theory.results import (
-    important_subspace,
-    kappa_J2_tangent,
+    important_subspace_thin,
     log10_kappa_J2_paper,
+    log10_kappa_J2_tangent,
     rho_U_per_example,
     rho_U_pooled,
     rho_U_sampled_per_example,
@@ -197,19 +197,22 @@ def qkv_fn(model):
 
 def head_tensors(model, params, images: np.ndarray, n_heads: int,
                  chunk: int = 500) -> dict[str, np.ndarray]:
-    """float64 ``scores [L, H, B, T]`` of the [CLS] query, ``keys``/``values [L, H, B, T, d_h]``.
+    """float64 ``scores [L, H, B, T]`` of the [CLS] query; the network's own float32
+    ``keys``/``values [L, H, B, T, d_h]`` (cast to float64 per head by the analysis, so 2000
+    images × 24 heads never sit in memory in float64 at once).
 
     ``s_j = ⟨k_j, q_0⟩/√d_h``: the pre-softmax logits of the [CLS] row (as the model's attention,
     in float64 from its float32 q and k)."""
     f = qkv_fn(model)
     out = np.concatenate([np.asarray(f(params, jnp.asarray(images[i:i + chunk])))
-                          for i in range(0, images.shape[0], chunk)], axis=1).astype(np.float64)
+                          for i in range(0, images.shape[0], chunk)], axis=1)
     L, B, T, d3 = out.shape
     d = d3 // 3
     dh = d // n_heads
     q, k, v = (out[..., i * d:(i + 1) * d].reshape(L, B, T, n_heads, dh).transpose(0, 3, 1, 2, 4)
                for i in range(3))
-    scores = np.einsum("lhbtd,lhbd->lhbt", k, q[:, :, :, 0, :]) / math.sqrt(dh)
+    scores = np.einsum("lhbtd,lhbd->lhbt", k.astype(np.float64),
+                       q[:, :, :, 0, :].astype(np.float64)) / math.sqrt(dh)
     return {"scores": scores, "keys": k, "values": v}
 
 
@@ -222,7 +225,7 @@ def analyse_head(scores: np.ndarray, K: np.ndarray, V: np.ndarray, frac: float, 
                  n_vectors: int, seed: int) -> dict[str, Any]:
     """Everything App. J.3 computes for one layer-head over B images (module docstring)."""
     imp = select_important(scores, frac)
-    Q_I, Q_U = important_subspace(K, imp, var)
+    Q_I, Q_U = important_subspace_thin(K, imp, var)
     rho = rho_U_per_example(K, imp, Q_U)
     rho_s = rho_U_sampled_per_example(K, imp, Q_U, n_vectors, seed)
     rows = K[imp]
@@ -234,7 +237,7 @@ def analyse_head(scores: np.ndarray, K: np.ndarray, V: np.ndarray, frac: float, 
     return {"rho": rho, "rho_sampled": rho_s, "rho_pooled": rho_U_pooled(K, imp, Q_U),
             "delta": vector_value_margins(V, scores, imp),
             "v_norm_max": np.linalg.norm(V, axis=2).max(1),
-            "log10_kappa": np.log10(kappa_J2_tangent(scores)),
+            "log10_kappa": log10_kappa_J2_tangent(scores),
             "log10_kappa_paper": log10_kappa_J2_paper(scores),
             "s": imp.sum(1), "dim_I": Q_I.shape[1], "dim": K.shape[2],
             "explained_I": float(e_I / np.sum(rows ** 2)), "log10_kU_kI": log_ratio}
@@ -243,7 +246,8 @@ def analyse_head(scores: np.ndarray, K: np.ndarray, V: np.ndarray, frac: float, 
 def analyse_network(t: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, Any]:
     """Per-pair arrays ``[L, H, B]`` and per-head arrays ``[L, H]`` of one network."""
     L, H = t["scores"].shape[:2]
-    heads = [[analyse_head(t["scores"][lyr, h], t["keys"][lyr, h], t["values"][lyr, h],
+    heads = [[analyse_head(t["scores"][lyr, h], t["keys"][lyr, h].astype(np.float64),
+                           t["values"][lyr, h].astype(np.float64),
                            cfg["frac"], cfg["var"], int(cfg["n_vectors"]),
                            int(cfg["sample_seed"]) + 1000 * lyr + h)
               for h in range(H)] for lyr in range(L)]

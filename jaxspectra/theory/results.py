@@ -60,11 +60,9 @@ from jaxspectra.theory.softmax_jacobian import (
     lemma1_bounds,
     softmax_jacobian,
     softmax_jacobian_eigvals,
-    tangent_condition_number,
 )
 
 LN10 = math.log(10.0)
-_TANGENT_KAPPA = jax.jit(tangent_condition_number)  # compiled once per shape (x64 inside)
 
 
 def _np(x) -> np.ndarray:
@@ -344,6 +342,23 @@ def important_subspace(K, important, var: float = 0.9) -> tuple[np.ndarray, np.n
     return Vt[:k].T, Vt[k:].T
 
 
+
+def important_subspace_thin(K, important, var: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`important_subspace` for many important rows: the same I and U from a *thin* SVD.
+
+    With r ≥ d stacked rows the full SVD also builds an r × r U factor (2000 images × 50 tokens
+    of a ViT head: 10⁵ rows, 80 GB); the thin SVD's Vᵀ is already d × d, so the result is
+    identical at O(r d²) cost. Falls back to :func:`important_subspace` when r < d."""
+    K = _np(K)
+    check_ndim("K", K, 3, "(N, n, d) keys")
+    rows = K[np.asarray(important, bool)]
+    if rows.shape[0] < K.shape[2]:
+        return important_subspace(K, important, var)
+    _, s, Vt = np.linalg.svd(rows, full_matrices=False)
+    frac = np.cumsum(s**2) / np.sum(s**2)
+    k = int(np.searchsorted(frac, var - 1e-12) + 1)
+    return Vt[:k].T, Vt[k:].T
+
 def rho_U_exact(K, important, Q_U) -> float:
     """ρ_U of (B1) exactly: ``max_i max_{x∈U,‖x‖=1} ‖K_{i,S_i}x‖/‖K_{i,S_i^c}x‖``.
 
@@ -398,10 +413,11 @@ def value_margins(u, scores, important) -> np.ndarray:
 
 def _pencils(K: np.ndarray, imp: np.ndarray, Q_U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(A_i, B_i) = (Q_UᵀK_SᵀK_S Q_U, Q_UᵀK_TᵀK_T Q_U)`` for every example, ``(N, m, m)``."""
-    KU = K @ Q_U  # (N, n, m)
+    N, n, d = K.shape
+    KU = (K.reshape(N * n, d) @ Q_U).reshape(N, n, -1)  # (N, n, m)
     KS = np.where(imp[:, :, None], KU, 0.0)
-    KT = np.where(imp[:, :, None], 0.0, KU)
-    return np.einsum("Nnk,Nnl->Nkl", KS, KS), np.einsum("Nnk,Nnl->Nkl", KT, KT)
+    KT = KU - KS  # no Gram subtraction: B_i's small eigenvalues decide whether ρ is finite
+    return np.swapaxes(KS, 1, 2) @ KS, np.swapaxes(KT, 1, 2) @ KT
 
 
 def rho_U_per_example(K, important, Q_U) -> np.ndarray:
@@ -445,11 +461,15 @@ def rho_U_sampled_per_example(K, important, Q_U, n_vectors: int = 200,
         raise ValueError(f"n_vectors must be >= 1, got {n_vectors}; the paper uses 200")
     if Q_U.shape[1] == 0:
         return np.zeros(K.shape[0])
-    g = np.random.default_rng(seed).standard_normal((Q_U.shape[1], n_vectors))
-    x = Q_U @ (g / np.linalg.norm(g, axis=0))
-    Kx = np.einsum("Nnd,dk->Nnk", K, x)
-    num = np.sqrt(np.sum(np.where(imp[:, :, None], Kx, 0.0) ** 2, axis=1))
-    den = np.sqrt(np.sum(np.where(imp[:, :, None], 0.0, Kx) ** 2, axis=1))
+    m = Q_U.shape[1]
+    g = np.random.default_rng(seed).standard_normal((m, n_vectors))
+    y = g / np.linalg.norm(g, axis=0)  # x = Q_U y: the same draws as rho_U_sampled
+    A, B = _pencils(K, imp, Q_U)       # ‖K_S x‖² = yᵀA_i y, ‖K_T x‖² = yᵀB_i y
+
+    def quad(M: np.ndarray) -> np.ndarray:
+        return np.sum((M.reshape(-1, m) @ y).reshape(M.shape[0], m, -1) * y[None], axis=1)
+
+    num, den = np.sqrt(np.maximum(quad(A), 0.0)), np.sqrt(np.maximum(quad(B), 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(den > 0, num / np.where(den > 0, den, 1.0), math.inf)
     return r.max(1)
@@ -493,16 +513,46 @@ def vector_value_margins(V, scores, important) -> np.ndarray:
     return np.where(np.asarray(important, bool), dist, np.inf).min(1)
 
 
-@float64
+def _secular_root(a: np.ndarray, lo: np.ndarray, hi: np.ndarray, steps: int = 120) -> np.ndarray:
+    """The root of ``Σ_j a_j/(λ − a_j) = 0`` in ``(lo, hi)`` (two consecutive sorted entries of
+    each row of ``a``) by geometric bisection — the eigenvalue of ``diag(a) − aaᵀ`` there
+    (as :func:`softmax_jacobian_eigvals`, for one interval per row)."""
+    lo0, hi0 = lo.copy(), hi.copy()
+    for _ in range(steps):
+        mid = np.sqrt(lo) * np.sqrt(hi)
+        mid = np.where((mid <= lo) | (mid >= hi), 0.5 * (lo + hi), mid)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = np.sum(a / (mid[:, None] - a), axis=1)
+        right = g > 0  # g decreases on (lo, hi): positive means the root lies to the right
+        lo, hi = np.where(right, mid, lo), np.where(right, hi, mid)
+    lam = np.sqrt(lo) * np.sqrt(hi)
+    lam = np.where(lo0 <= 0.0, 0.0, lam)
+    return np.where(hi0 <= lo0, lo0, lam)  # a tie ã_k = ã_{k+1}: the eigenvalue is ã_k
+
+
 def kappa_J2_tangent(scores) -> np.ndarray:
-    """Exact ``κ(J(a)²|1⊥) = (λ_n/λ₂)²`` per row of ``scores (N, n)`` (a = softmax in float64),
-    from the secular-equation eigenvalues (:func:`tangent_condition_number`), accurate where
-    ``eigvalsh`` is not (λ₂ ~ min a ≪ eps·max a)."""
+    """Exact ``κ(J(a)²|1⊥)`` per row of ``scores (N, n)``: ``10**`` :func:`log10_kappa_J2_tangent`
+    (``inf`` beyond float64's range)."""
+    with np.errstate(over="ignore"):
+        return 10.0 ** log10_kappa_J2_tangent(scores)
+
+
+def log10_kappa_J2_tangent(scores) -> np.ndarray:
+    """Exact ``log10 κ(J(a)²|1⊥) = 2 log10(λ_n/λ₂)`` per row of ``scores (N, n)`` (a = softmax in
+    float64; ``inf`` when min a underflows to 0).
+
+    λ₂ ∈ [ã₁, ã₂] and λ_n ∈ [ã_{n−1}, ã_n] (interlacing, ã sorted) are the secular equation's
+    roots there, found by geometric bisection to relative accuracy ~1e-15 even where ``eigvalsh``
+    fails (λ₂ ~ min a ≪ eps·max a); only these two of the n − 1 roots are computed."""
     scores = _np(scores)
     check_ndim("scores", scores, 2, "(N examples, n tokens)")
     check_finite("scores", scores)
     a = np.exp(_log_softmax(scores))
-    return _np(_TANGENT_KAPPA(jnp.asarray(a))) ** 2
+    srt = np.sort(a, axis=1)
+    lam2 = _secular_root(a, srt[:, 0], srt[:, 1])
+    lamn = _secular_root(a, srt[:, -2], srt[:, -1])
+    with np.errstate(divide="ignore"):
+        return 2.0 * (np.log10(lamn) - np.log10(lam2))
 
 
 def log10_kappa_J2_paper(scores) -> np.ndarray:
@@ -664,9 +714,10 @@ def per_example_attention_operators(params: Params, X, curvature=1.0) -> jax.Arr
 
 __all__ = [
     "assumption_b_report", "attention_separation", "corollary1_rate", "corollary1_run", "gradient_bound_22",
-    "important_subspace", "kappa_full_space", "lemma2_pl", "lemma3_bounds", "lemma4_constants",
+    "important_subspace", "important_subspace_thin", "kappa_full_space", "lemma2_pl", "lemma3_bounds", "lemma4_constants",
     "m_tilde", "per_example_attention_operators", "prop1_bounds", "prop1_counterexample",
     "prop1_kappa", "rho_U_exact", "rho_U_sampled", "select_important", "theorem1_run",
     "theorem2_bound", "value_margins", "kappa_J2_tangent", "log10_kappa_J2_paper",
+    "log10_kappa_J2_tangent",
     "rho_U_per_example", "rho_U_pooled", "rho_U_sampled_per_example", "vector_value_margins",
 ]
