@@ -338,7 +338,7 @@ def _finite_log10(x: np.ndarray, cap: float) -> tuple[np.ndarray, float]:
 
 def plot_hist(nets, res, path: pathlib.Path, title: str) -> None:
     plt = vit._plt()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.6))
     for n in nets:
         r, c = res[n["key"]], _COL[n["key"]]
         lr, f_inf = _finite_log10(r["rho"], 2.5)
@@ -368,10 +368,10 @@ def plot_hist(nets, res, path: pathlib.Path, title: str) -> None:
         ax.set_ylabel("count")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5, loc="upper left")
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legends sit below the axes
     plt.close(fig)
 
 
@@ -399,10 +399,10 @@ def plot_fig8(nets, res, path: pathlib.Path, title: str) -> None:
         for h, lr in enumerate(r["last_log10_kU_kI"]):
             fin = lr[np.isfinite(lr)]
             if fin.size:
-                row[1].hist(np.clip(fin, -8, 2), bins=50, range=(-8, 2), histtype="step",
+                row[1].hist(np.clip(fin, -3, 1), bins=50, range=(-3, 1), histtype="step",
                             lw=1.2, label=f"head {h} ({lr.size} keys)")
         row[1].axvline(0, color="k", ls=":", lw=1)
-        row[1].set_xlabel("log₁₀(‖k_U‖/‖k_I‖), important keys, last layer (clipped to [−8, 2])")
+        row[1].set_xlabel("log₁₀(‖k_U‖/‖k_I‖), important keys, last layer (clipped to [−3, 1])")
         row[1].legend(fontsize=6.5)
         row[2].bar(x, hd["dim_I"][-1], color="tab:gray")
         for h in range(H):
