@@ -542,6 +542,10 @@ def run(preset: str, out_dir: pathlib.Path, overrides: Mapping[str, Any] | None 
                                                     (0.5, 0.9)),
                    "dim_I": res[n["key"]]["heads"]["dim_I"].tolist()} for n in nets}}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    np.savez_compressed(out_dir / "pairs.npz", **{  # per (layer, head, image), for re-analysis
+        f"{n['key']}/{k}": res[n["key"]][k] for n in nets
+        for k in ("rho", "rho_sampled", "delta", "v_norm_max", "log10_kappa",
+                  "log10_kappa_paper", "s")})
     return {"report": report, "passed": passed, "checks": cks, "summary": summary,
             "figures": figs}
 
