@@ -342,6 +342,23 @@ def important_subspace(K, important, var: float = 0.9) -> tuple[np.ndarray, np.n
     return Vt[:k].T, Vt[k:].T
 
 
+
+def important_subspace_thin(K, important, var: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`important_subspace` for many important rows: the same I and U from a *thin* SVD.
+
+    With r ≥ d stacked rows the full SVD also builds an r × r U factor (2000 images × 50 tokens
+    of a ViT head: 10⁵ rows, 80 GB); the thin SVD's Vᵀ is already d × d, so the result is
+    identical at O(r d²) cost. Falls back to :func:`important_subspace` when r < d."""
+    K = _np(K)
+    check_ndim("K", K, 3, "(N, n, d) keys")
+    rows = K[np.asarray(important, bool)]
+    if rows.shape[0] < K.shape[2]:
+        return important_subspace(K, important, var)
+    _, s, Vt = np.linalg.svd(rows, full_matrices=False)
+    frac = np.cumsum(s**2) / np.sum(s**2)
+    k = int(np.searchsorted(frac, var - 1e-12) + 1)
+    return Vt[:k].T, Vt[k:].T
+
 def rho_U_exact(K, important, Q_U) -> float:
     """ρ_U of (B1) exactly: ``max_i max_{x∈U,‖x‖=1} ‖K_{i,S_i}x‖/‖K_{i,S_i^c}x‖``.
 
@@ -387,6 +404,163 @@ def value_margins(u, scores, important) -> np.ndarray:
     a = np.exp(_log_softmax(scores))
     mu = np.sum(a * u, axis=1, keepdims=True)
     return np.where(np.asarray(important, bool), np.abs(u - mu), np.inf).min(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Assumption B per example, batched (App. J.3's tables on a trained network)
+# ----------------------------------------------------------------------------------------------
+
+
+def _pencils(K: np.ndarray, imp: np.ndarray, Q_U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(A_i, B_i) = (Q_UᵀK_SᵀK_S Q_U, Q_UᵀK_TᵀK_T Q_U)`` for every example, ``(N, m, m)``."""
+    N, n, d = K.shape
+    KU = (K.reshape(N * n, d) @ Q_U).reshape(N, n, -1)  # (N, n, m)
+    KS = np.where(imp[:, :, None], KU, 0.0)
+    KT = KU - KS  # no Gram subtraction: B_i's small eigenvalues decide whether ρ is finite
+    return np.swapaxes(KS, 1, 2) @ KS, np.swapaxes(KT, 1, 2) @ KT
+
+
+def rho_U_per_example(K, important, Q_U) -> np.ndarray:
+    """ρ_{U,i} of (B1) for every example: ``max_{x∈U,‖x‖=1} ‖K_{i,S_i}x‖/‖K_{i,S_i^c}x‖``, ``(N,)``.
+
+    The batched form of :func:`rho_U_exact` (whose value is the maximum of this array): the
+    largest eigenvalue of the pencil ``(A_i, B_i)`` by a Cholesky reduction of ``B_i``, for all i
+    at once. ``inf`` where ``K_{i,S_i^c}`` has a (numerically) null direction in U — always when
+    every token is important or ``dim U > n - s_i``; ``0`` when ``dim U = 0``.
+    """
+    K, Q_U = _np(K), _np(Q_U)
+    check_ndim("K", K, 3, "(N, n, d) keys")
+    imp = np.asarray(important, bool)
+    if imp.shape != K.shape[:2]:
+        raise ValueError(f"important must have shape (N, n) = {K.shape[:2]}, got {imp.shape}")
+    if Q_U.ndim != 2 or Q_U.shape[0] != K.shape[2]:
+        raise ValueError(f"Q_U must be a (d, dim U) basis with d = {K.shape[2]}, got "
+                         f"{Q_U.shape}; use important_subspace(K, important)[1]")
+    N = K.shape[0]
+    if Q_U.shape[1] == 0:
+        return np.zeros(N)
+    A, B = _pencils(K, imp, Q_U)
+    wB = np.linalg.eigvalsh(B)
+    singular = wB[:, 0] <= 1e-12 * np.maximum(wB[:, -1], 1e-300)
+    eye = np.eye(B.shape[1])
+    Lc = np.linalg.cholesky(np.where(singular[:, None, None], eye, B))
+    Y = np.linalg.solve(Lc, A)                                   # L⁻¹A
+    M = np.linalg.solve(Lc, np.swapaxes(Y, 1, 2))                # L⁻¹(L⁻¹A)ᵀ = L⁻¹AL⁻ᵀ
+    top = np.linalg.eigvalsh(0.5 * (M + np.swapaxes(M, 1, 2)))[:, -1]
+    return np.where(singular, math.inf, np.sqrt(np.clip(top, 0.0, None)))
+
+
+def rho_U_sampled_per_example(K, important, Q_U, n_vectors: int = 200,
+                              seed: int = 0) -> np.ndarray:
+    """The paper's estimate per example (App. J.3): the max ratio over ``n_vectors`` random unit
+    x ∈ U, the same x for every example (one draw per head), ``(N,)``; ≤ :func:`rho_U_per_example`.
+    Its maximum over examples is :func:`rho_U_sampled`."""
+    K, Q_U = _np(K), _np(Q_U)
+    imp = np.asarray(important, bool)
+    if n_vectors < 1:
+        raise ValueError(f"n_vectors must be >= 1, got {n_vectors}; the paper uses 200")
+    if Q_U.shape[1] == 0:
+        return np.zeros(K.shape[0])
+    m = Q_U.shape[1]
+    g = np.random.default_rng(seed).standard_normal((m, n_vectors))
+    y = g / np.linalg.norm(g, axis=0)  # x = Q_U y: the same draws as rho_U_sampled
+    A, B = _pencils(K, imp, Q_U)       # ‖K_S x‖² = yᵀA_i y, ‖K_T x‖² = yᵀB_i y
+
+    def quad(M: np.ndarray) -> np.ndarray:
+        return np.sum((M.reshape(-1, m) @ y).reshape(M.shape[0], m, -1) * y[None], axis=1)
+
+    num, den = np.sqrt(np.maximum(quad(A), 0.0)), np.sqrt(np.maximum(quad(B), 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(den > 0, num / np.where(den > 0, den, 1.0), math.inf)
+    return r.max(1)
+
+
+def rho_U_pooled(K, important, Q_U) -> float:
+    """ρ_U of the examples stacked: ``max_{x∈U} ‖K_S x‖/‖K_{S^c} x‖`` with the important
+    (unimportant) rows of *all* examples in one matrix — the pencil ``(Σ_i A_i, Σ_i B_i)``.
+
+    Not (B1) (which holds per example); one per-head number that App. J.3's wording ("for each
+    head, … by sampling 200 random unit vectors") also admits. ≤ max_i ρ_{U,i}."""
+    K, Q_U = _np(K), _np(Q_U)
+    imp = np.asarray(important, bool)
+    if Q_U.shape[1] == 0:
+        return 0.0
+    A, B = (x.sum(0) for x in _pencils(K, imp, Q_U))
+    wB = np.linalg.eigvalsh(B)
+    if wB[0] <= 1e-12 * max(wB[-1], 1e-300):
+        return math.inf
+    Lc = np.linalg.cholesky(B)
+    M = np.linalg.solve(Lc, np.linalg.solve(Lc, A).T)
+    return float(math.sqrt(max(np.linalg.eigvalsh(0.5 * (M + M.T))[-1], 0.0)))
+
+
+def vector_value_margins(V, scores, important) -> np.ndarray:
+    """δ_i of (B2) for vector values: ``min_{j∈S_i} ‖v_ij − μ_i‖₂`` with ``μ_i = Σ_j a_ij v_ij``.
+
+    ``V`` is ``(N, n, d_v)`` (one value vector per token, e.g. a head's values), ``scores``
+    ``(N, n)`` the logits (a = softmax in float64). App. J.3 writes ``|(u_i)_j − μ_i|_2``; for a
+    scalar value (d_v = 1) this is :func:`value_margins`. The head's output o = Σ_j a_j v_j has
+    ∂o/∂s_j = a_j(v_j − μ) (the columns of Vᵀ J(a)), so ‖v_j − μ‖ is the sensitivity that
+    (B2)'s ``|u_j − μ|`` measures for a scalar value.
+    """
+    V, scores = _np(V), _np(scores)
+    check_ndim("V", V, 3, "(N, n, d_v) value vectors")
+    if V.shape[:2] != scores.shape:
+        raise ValueError(f"V's first two axes {V.shape[:2]} must match scores {scores.shape}")
+    a = np.exp(_log_softmax(scores))
+    mu = np.einsum("Nn,Nnd->Nd", a, V)
+    dist = np.linalg.norm(V - mu[:, None, :], axis=2)
+    return np.where(np.asarray(important, bool), dist, np.inf).min(1)
+
+
+def _secular_root(a: np.ndarray, lo: np.ndarray, hi: np.ndarray, steps: int = 120) -> np.ndarray:
+    """The root of ``Σ_j a_j/(λ − a_j) = 0`` in ``(lo, hi)`` (two consecutive sorted entries of
+    each row of ``a``) by geometric bisection — the eigenvalue of ``diag(a) − aaᵀ`` there
+    (as :func:`softmax_jacobian_eigvals`, for one interval per row)."""
+    lo0, hi0 = lo.copy(), hi.copy()
+    for _ in range(steps):
+        mid = np.sqrt(lo) * np.sqrt(hi)
+        mid = np.where((mid <= lo) | (mid >= hi), 0.5 * (lo + hi), mid)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = np.sum(a / (mid[:, None] - a), axis=1)
+        right = g > 0  # g decreases on (lo, hi): positive means the root lies to the right
+        lo, hi = np.where(right, mid, lo), np.where(right, hi, mid)
+    lam = np.sqrt(lo) * np.sqrt(hi)
+    lam = np.where(lo0 <= 0.0, 0.0, lam)
+    return np.where(hi0 <= lo0, lo0, lam)  # a tie ã_k = ã_{k+1}: the eigenvalue is ã_k
+
+
+def kappa_J2_tangent(scores) -> np.ndarray:
+    """Exact ``κ(J(a)²|1⊥)`` per row of ``scores (N, n)``: ``10**`` :func:`log10_kappa_J2_tangent`
+    (``inf`` beyond float64's range)."""
+    with np.errstate(over="ignore"):
+        return 10.0 ** log10_kappa_J2_tangent(scores)
+
+
+def log10_kappa_J2_tangent(scores) -> np.ndarray:
+    """Exact ``log10 κ(J(a)²|1⊥) = 2 log10(λ_n/λ₂)`` per row of ``scores (N, n)`` (a = softmax in
+    float64; ``inf`` when min a underflows to 0).
+
+    λ₂ ∈ [ã₁, ã₂] and λ_n ∈ [ã_{n−1}, ã_n] (interlacing, ã sorted) are the secular equation's
+    roots there, found by geometric bisection to relative accuracy ~1e-15 even where ``eigvalsh``
+    fails (λ₂ ~ min a ≪ eps·max a); only these two of the n − 1 roots are computed."""
+    scores = _np(scores)
+    check_ndim("scores", scores, 2, "(N examples, n tokens)")
+    check_finite("scores", scores)
+    a = np.exp(_log_softmax(scores))
+    srt = np.sort(a, axis=1)
+    lam2 = _secular_root(a, srt[:, 0], srt[:, 1])
+    lamn = _secular_root(a, srt[:, -2], srt[:, -1])
+    with np.errstate(divide="ignore"):
+        return 2.0 * (np.log10(lamn) - np.log10(lam2))
+
+
+def log10_kappa_J2_paper(scores) -> np.ndarray:
+    """App. J.3's estimate ``κ(J²) ≈ (max a / min a)²`` in log10, from the logits (exact, no
+    overflow): ``2 (max s − min s)/ln 10``. An upper bound on the exact κ (Lemma 1)."""
+    scores = _np(scores)
+    check_ndim("scores", scores, 2, "(N examples, n tokens)")
+    return 2.0 * (scores.max(1) - scores.min(1)) / LN10
 
 
 # ----------------------------------------------------------------------------------------------
@@ -540,8 +714,10 @@ def per_example_attention_operators(params: Params, X, curvature=1.0) -> jax.Arr
 
 __all__ = [
     "assumption_b_report", "attention_separation", "corollary1_rate", "corollary1_run", "gradient_bound_22",
-    "important_subspace", "kappa_full_space", "lemma2_pl", "lemma3_bounds", "lemma4_constants",
+    "important_subspace", "important_subspace_thin", "kappa_full_space", "lemma2_pl", "lemma3_bounds", "lemma4_constants",
     "m_tilde", "per_example_attention_operators", "prop1_bounds", "prop1_counterexample",
     "prop1_kappa", "rho_U_exact", "rho_U_sampled", "select_important", "theorem1_run",
-    "theorem2_bound", "value_margins",
+    "theorem2_bound", "value_margins", "kappa_J2_tangent", "log10_kappa_J2_paper",
+    "log10_kappa_J2_tangent",
+    "rho_U_per_example", "rho_U_pooled", "rho_U_sampled_per_example", "vector_value_margins",
 ]
