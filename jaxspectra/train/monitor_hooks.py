@@ -15,7 +15,13 @@
   the NumPy tree is handed to ``submit`` one step later, after the next step is dispatched, so
   the device never waits on the host. A monitor that raises (e.g. LAPACK on non-finite weights)
   is reported in one line, recorded under ``monitor_errors`` and switched off; the run goes on
-  and ends with the trainer's own verdict.
+  and ends with the trainer's own verdict. A host monitor with a bounded queue
+  (:class:`~jaxspectra.monitors.spectral.HostSpectralMonitor`, ``max_pending``) answers
+  ``wants`` False while full, so a skipped measurement costs no copy; ``HostMonitors.skipped``
+  has the counts.
+* :class:`RotatingSpectralHook` — the rotating-slice spectral monitor
+  (:mod:`jaxspectra.monitors.rotating`): Σ̂ and the one-step ΔΣ of k of the N matrices per
+  measurement, in small jitted programs queued on the device between two steps.
 """
 
 from __future__ import annotations
@@ -198,6 +204,12 @@ class HostMonitors(Hook):
             self._pending.append((t, wanted, snap))
         for m in list(self.monitors):
             self._emit(self._guard(m, m.poll))
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Measurements each bounded-queue host monitor skipped (queue full), by name — what a
+        run summary reports beside ``monitor_errors``."""
+        return {m.name: int(m.skipped) for m in self.monitors if hasattr(m, "skipped")}
 
     def close(self, info: StepInfo) -> None:
         t0 = time.perf_counter()
