@@ -38,6 +38,7 @@ singular values of the Gram, no eigenvectors).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -175,6 +176,14 @@ def slice_spectra_fn(plan: SlicePlan, s: int, precision: str = "auto",
         return {u.name: sv[0] for u, sv in zip(members, out)}
 
     return fn
+
+
+@functools.lru_cache(maxsize=256)
+def jitted_slice_spectra(plan: SlicePlan, s: int, precision: str = "auto",
+                         solver: str = "eigh") -> Callable[[Any], dict[str, jax.Array]]:
+    """:func:`slice_spectra_fn` jitted, one compiled program per (plan, slice, options) for the
+    process (a new monitor on the same model reuses them)."""
+    return jax.jit(slice_spectra_fn(plan, s, precision, solver))
 
 
 # ----------------------------------------------------------------------------------------------

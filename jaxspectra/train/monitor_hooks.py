@@ -228,8 +228,9 @@ class RotatingSpectralHook(Hook):
     update, the same slice's spectra of W_{u+1}. Both are small programs of their own (one per
     slice, compiled on first use) queued on the device between two steps: the train step is not
     recompiled and the host never waits — the singular values (k × short side floats) are copied
-    to the host asynchronously and emitted under step u one call later, with ΔΣ formed in
-    float64 from the pair. Works with any optimiser (it reads only the params).
+    to the host asynchronously and emitted under step u at the first call after they have
+    landed (``is_ready``; at the last update, whatever is left), with ΔΣ formed in float64 from
+    the pair. Works with any optimiser (it reads only the params).
 
     Args:
       every: measure every ``every`` updates (≥ 1); each matrix then every ``every · S``.
@@ -256,7 +257,6 @@ class RotatingSpectralHook(Hook):
         self.groups = tuple(groups) if groups is not None else DEFAULT_GROUPS
         self.split_qkv, self.precision, self.solver = split_qkv, precision, solver
         self.plan: Any = None
-        self._fns: dict[int, Callable] = {}
         self._first: tuple[int, int, Any] | None = None  # (u, slice, device sv of W_u)
         self._ready: list[tuple[int, int, Any, Any]] = []  # (u, slice, sv_u, sv_{u+1})
         self.measured = 0
@@ -267,10 +267,7 @@ class RotatingSpectralHook(Hook):
     def _fn(self, s: int) -> Callable:
         from jaxspectra.monitors import rotating
 
-        if s not in self._fns:
-            self._fns[s] = jax.jit(rotating.slice_spectra_fn(self.plan, s, self.precision,
-                                                             self.solver))
-        return self._fns[s]
+        return rotating.jitted_slice_spectra(self.plan, s, self.precision, self.solver)
 
     def _measure(self, u: int, params: Any) -> None:
         from jaxspectra.monitors import rotating
@@ -289,12 +286,17 @@ class RotatingSpectralHook(Hook):
     def _emit(self, control: Any, final: bool = False) -> None:
         from jaxspectra.monitors import rotating
 
-        ready, self._ready = self._ready, []
-        if final and self._first is not None:  # the run ended before u + 1: Σ̂ only, no ΔΣ
-            ready.append((*self._first, None))
-            self._first = None
+        if final:
+            ready, self._ready = self._ready, []
+            if self._first is not None:  # the run ended before u + 1: Σ̂ only, no ΔΣ
+                ready.append((*self._first, None))
+                self._first = None
+        else:  # only what has landed: the host never waits on the device
+            landed = [all(x.is_ready() for x in jax.tree.leaves(r[2:])) for r in self._ready]
+            ready = [r for r, ok in zip(self._ready, landed) if ok]
+            self._ready = [r for r, ok in zip(self._ready, landed) if not ok]
         for u, s, sv_u, sv_next in ready:
-            host_u, host_next = jax.device_get((sv_u, sv_next))  # landed a step ago
+            host_u, host_next = jax.device_get((sv_u, sv_next))  # computed; host copy under way
             control.emit(u, rotating.record(host_u, host_next, s, self.plan.n_slices,
                                             self.arrays), "monitor")
             self.measured += 1
