@@ -21,8 +21,10 @@ def test_all_spectra_matches_the_spectral_monitor():
         got = bm._all_spectra(p, solver)
         assert len(got) == len(ref) == 5  # o, q, k, v (the fused qkv split), fc
         for g, r in zip(got, ref):
+            # each Gram route resolves σ only to ≈ √eps·σ_1 (the near-zero σ of random 8×8)
+            tol = 2 * np.sqrt(np.finfo(np.float32).eps) * float(np.max(r))
             np.testing.assert_allclose(np.asarray(g).reshape(np.shape(r)), r, rtol=1e-4,
-                                       atol=1e-5)
+                                       atol=tol)
 
 
 @pytest.mark.slow
