@@ -221,3 +221,50 @@ def test_hook_every_one_and_bad_options():
         RotatingSpectralHook(every=0)
     with pytest.raises(ValueError, match="precision"):
         RotatingSpectralHook(precision="fp16")
+
+
+@pytest.mark.slow
+def test_trainer_run_records_exact_one_step_delta_sigma(tmp_path):
+    """``train(hooks=[RotatingSpectralHook])`` on a one-block model: records land in
+    metrics.jsonl / arrays under the measurement steps, SoSD's loader reads them, and every
+    ΔΣ matches a float64 SVD of the params the trainer actually held at u and u + 1."""
+    from jaxspectra.models import get_model
+    from jaxspectra.monitors import sosd
+    from jaxspectra.train.config import from_dict
+    from jaxspectra.train.hooks import Hook
+    from jaxspectra.train.loop import train
+    from jaxspectra.train.metrics import read_jsonl
+
+    held: dict[int, dict] = {}
+
+    class Spy(Hook):
+        every = 1
+
+        def start(self, info):
+            held[info.step] = jax.tree.map(np.asarray, info.state.params)
+
+        def __call__(self, info):
+            held[info.step] = jax.tree.map(np.asarray, info.state.params)
+
+    cfg = from_dict({
+        "run": {"dir": str(tmp_path / "run"), "seed": 0, "num_devices": 1},
+        "model": {"name": "gpt-tiny"},
+        "data": {"source": "synthetic", "batch_size": 4, "seq_len": 8, "eval_batches": 0},
+        "optim": {"name": "adamw", "learning_rate": 1e-2},
+        "train": {"steps": 7, "progress": False, "log_every": 1},
+        "checkpoint": {"every": 0, "keep": 0},
+    })
+    model = get_model("gpt-tiny", n_layers=1, vocab_size=17, max_seq_len=8)
+    rot = RotatingSpectralHook(every=2, k=3)
+    train(cfg, model=model, hooks=[rot, Spy()])
+    by_step: dict[int, dict] = {}
+    for r in read_jsonl(tmp_path / "run" / "metrics.jsonl"):
+        if any(k.startswith("spectral/") for k in r):
+            by_step.setdefault(r["step"], {}).update(r)
+    assert sorted(by_step) == [0, 2, 4, 6]
+    matrix_at = lambda u, nm: R.units_matrix(held[u], rot.plan, nm)
+    ok, worst, bad = R.check_delta_sigma(by_step, matrix_at)
+    assert ok, bad
+    spectra, delta, _ = sosd.load_run(tmp_path / "run")
+    assert set(delta) == {u.name for u in rot.plan.units}
+    assert set(spectra) == set(delta)
