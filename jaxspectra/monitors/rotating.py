@@ -34,6 +34,20 @@ bf16-rounded float32 weights fail the ΔΣ test (the test pins that too).
 ``precision="auto"`` picks between the two; ``solver`` chooses the eigensolver
 (``"eigh"``: XLA's default, ``"jacobi"``: cuSOLVER's Jacobi, GPU only, ``"svd"``: the
 singular values of the Gram, no eigenvectors).
+
+Single runs only: a sweep's member axis would be read as stacked matrices.
+
+Example:
+  >>> import numpy as np
+  >>> p = {"block_0": {"attn": {"qkv": {"kernel": np.ones((4, 12))}, "o": {"kernel": np.eye(4)}}}}
+  >>> plan = plan_slices(p, k=3)
+  >>> [[plan.units[i].name.rsplit("/", 1)[1] for i in sl] for sl in plan.slices]
+  [['o', 'q'], ['k', 'v']]
+  >>> [slice_of(plan, every=10, u=u) for u in (0, 5, 10, 20)]
+  [0, None, 1, 0]
+  >>> sv = jax.jit(slice_spectra_fn(plan, 0))(p)
+  >>> [round(float(x), 4) for x in sv["spectral/attention/block_0/o"]]
+  [1.0, 1.0, 1.0, 1.0]
 """
 
 from __future__ import annotations
