@@ -171,6 +171,27 @@ def measured_steps(plan: SlicePlan, every: int, unit: int, end: int, start: int 
     return [u for u in range(start, end) if u % every == 0 and (u // every) % plan.n_slices == s]
 
 
+def check_rotation(plan: SlicePlan, every: int, end: int) -> tuple[bool, list[str]]:
+    """Verdict on the schedule: the slices partition the N matrices (each in exactly one, none
+    over ``ceil(N / S)``) and, over [0, end), every window of S consecutive measurement steps
+    measures every matrix — i.e. each matrix is reported within ceil(N / k) measurements.
+    Returns ``(ok, problems)``."""
+    n, problems = len(plan.units), []
+    counts = np.bincount([i for sl in plan.slices for i in sl], minlength=n)
+    problems += [f"{plan.units[i].name} is in {c} slices" for i, c in enumerate(counts) if c != 1]
+    big = math.ceil(n / max(plan.n_slices, 1))
+    problems += [f"slice {s} has {len(sl)} > {big} matrices" for s, sl in
+                 enumerate(plan.slices) if len(sl) > big]
+    due = [u for u in range(end) if u % every == 0]
+    for a in range(len(due) - plan.n_slices + 1):
+        seen = {i for u in due[a:a + plan.n_slices] for i in plan.slices[slice_of(plan, every, u)]}
+        if len(seen) != n:
+            problems.append(f"steps {due[a]}..{due[a + plan.n_slices - 1]} miss "
+                            f"{n - len(seen)} matrices")
+            break
+    return not problems, problems
+
+
 def slice_of(plan: SlicePlan, every: int, u: int) -> int | None:
     """The slice measured at step ``u`` (None when ``u`` is not a measurement step)."""
     return (u // every) % plan.n_slices if u % every == 0 else None

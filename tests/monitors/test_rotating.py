@@ -115,6 +115,13 @@ def test_rotation_covers_every_matrix_within_ceil_n_over_k_due_steps():
         seen = {i for u in due[start:start + plan.n_slices]
                 for i in plan.slices[R.slice_of(plan, every, u)]}
         assert seen == set(range(n))
+    assert R.check_rotation(plan, every, 200) == (True, [])
+    # negative controls: a matrix in no slice, a matrix in two, and a slice of 2k
+    for bad in (plan.slices[:-1] + (plan.slices[-1][1:],),
+                plan.slices[:-1] + (plan.slices[-1] + plan.slices[0][:1],),
+                (plan.slices[0] + plan.slices[1],) + plan.slices[2:]):
+        ok, problems = R.check_rotation(plan._replace(slices=bad), every, 200)
+        assert not ok and problems, bad
     for i in range(n):  # a known cadence: every · S updates
         steps = R.measured_steps(plan, every, i, 200)
         assert np.all(np.diff(steps) == every * plan.n_slices) and steps[0] < every * plan.n_slices
