@@ -22,8 +22,8 @@ every 50, ≤ 20 % every 10). ``backlog_s`` is how long the host monitor's ``clo
 wait after the last step (bounded by ``max_pending`` measurements). Also timed per call (jitted):
 the device spectral metrics, the spectra of all matrices with each eigensolver (``eigh``,
 ``jacobi`` (GPU only), ``svd`` of the Gram) and one rotating slice; the heavy-tail fit, the
-attention monitor and the Jacobian monitor only with ``--quick`` or
-``JAXSPECTRA_BENCH_MONITORS_OTHERS=1`` (their compiles would take the full run past 3 min).
+attention monitor and the Jacobian monitor only with ``JAXSPECTRA_BENCH_MONITORS_OTHERS=1``
+(their compiles would take the full run past 3 min).
 
 ``--quick``: ``gpt-tiny`` on the CPU, 20 steps, cadences 10 and 50 (a sanity run).
 """
@@ -182,7 +182,7 @@ def run(quick: bool) -> BenchResult:
                   jax.jit(lambda p, sv=sv: _all_spectra(p, sv))) for sv in solvers]
     per_call += [(f"one rotating slice ({len(plan.slices[0])} matrices)",
                   jitted_slice_spectra(plan, 0))]
-    others = quick or os.environ.get("JAXSPECTRA_BENCH_MONITORS_OTHERS") == "1"
+    others = os.environ.get("JAXSPECTRA_BENCH_MONITORS_OTHERS") == "1"
     per_call += [] if not others else [
         ("heavy_tail_metrics (all matrices)", jax.jit(heavy_tail_metrics)),
         ("attention monitor (probe 4×T)", jax.jit(
