@@ -8,7 +8,9 @@ and the loss curve. Output (:func:`analyse`):
   matrix (Fig. 2), with the baseline cos⟨Σ_0, Σ_T⟩ always reported beside them: a random init
   against an unrelated decaying spectrum already gives 0.6–0.85, so cos⟨Σ_t, Σ_T⟩ near 1 means
   little on its own;
-* the SD variation ΔΣ_t = ‖Σ̂_{t+1} − Σ̂_t‖_F (one step; the monitors record it at each log point);
+* the SD variation ΔΣ_t = ‖Σ̂_{t+1} − Σ̂_t‖_F (one step; the monitors record it at each log point;
+  the rotating monitor records each matrix on its own steps, and means over matrices are then
+  taken per rotation cycle, :func:`aligned_mean`);
 * the SoSD onset (:func:`sosd_onset`): the first log step t after which ΔΣ stays under
   floor = ``floor_mult`` × median(ΔΣ over the last ``tail_frac`` of training) for a window of
   ``window_frac`` × (total steps) and at least 3 log points. Defaults: ``floor_mult = 3``,
@@ -122,6 +124,39 @@ def loss_transition(steps: Sequence[int], loss: Sequence[float]) -> int:
     return best_tau
 
 
+def aligned_mean(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over matrices of per-matrix curves ``name -> (steps, values)``.
+
+    At the steps every curve shares when there are at least two (a monitor that measures all
+    matrices together); otherwise — the rotating monitor
+    (:mod:`jaxspectra.monitors.rotating`) measures each matrix on its own steps, every P =
+    ``every · S`` updates — per rotation cycle: P is the largest median spacing of the curves,
+    cycle c covers steps [c·P, (c+1)·P) and is labelled c·P, and only cycles in which every
+    matrix was measured are kept (each point still averages all matrices, one value each).
+    """
+    names = list(curves)
+    if not names:
+        return np.array([], np.int64), np.array([], np.float64)
+    common = sorted(set.intersection(*(set(np.asarray(curves[n][0]).tolist()) for n in names)))
+    if len(common) >= 2 or len(names) == 1:
+        at = [dict(zip(np.asarray(curves[n][0]).tolist(), curves[n][1])) for n in names]
+        return (np.array(common, np.int64),
+                np.array([np.mean([a[s] for a in at]) for s in common], np.float64))
+    spacing = [np.median(np.diff(np.asarray(curves[n][0]))) for n in names
+               if len(curves[n][0]) >= 2]
+    if not spacing:
+        return np.array([], np.int64), np.array([], np.float64)
+    period = float(max(spacing))
+    cycles: dict[int, dict[str, float]] = {}
+    for n in names:
+        for st, v in zip(np.asarray(curves[n][0]), curves[n][1]):
+            cycles.setdefault(int(st // period), {}).setdefault(n, float(v))
+    full = sorted(c for c, got in cycles.items() if len(got) == len(names))
+    return (np.array([int(c * period) for c in full], np.int64),
+            np.array([np.mean(list(cycles[c].values())) for c in full], np.float64))
+
+
 @dataclass
 class SoSDResult:
     """What :func:`analyse` returns (curves keyed by matrix name)."""
@@ -164,9 +199,8 @@ def analyse(spectra: Series, delta: Mapping[str, Mapping[int, float]] | None = N
             onset[name], floors[name] = sosd_onset(st, d, **kw)
     onset_all = None
     if dl:
-        common = sorted(set.intersection(*(set(v[0].tolist()) for v in dl.values())))
+        common, mean = aligned_mean(dl)
         if len(common) >= 2:
-            mean = [np.mean([delta[n][s] for n in dl]) for s in common]
             onset_all, _ = sosd_onset(common, mean, **kw)
     transition = lag = None
     loss_arr = None
@@ -222,12 +256,7 @@ def _by_projection(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]):
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for name, c in curves.items():
         groups.setdefault(_projection(name), []).append(c)
-    out = {}
-    for proj, cs in groups.items():
-        steps = sorted(set.intersection(*(set(c[0].tolist()) for c in cs)))
-        vals = [np.mean([c[1][list(c[0]).index(s)] for c in cs]) for s in steps]
-        out[proj] = (np.array(steps), np.array(vals))
-    return out
+    return {proj: aligned_mean(dict(enumerate(cs))) for proj, cs in groups.items()}
 
 
 def plot_cosine(res: SoSDResult, path: str | Path, title: str = "") -> None:

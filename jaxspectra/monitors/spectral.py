@@ -42,6 +42,7 @@ Metric keys: ``spectral/<group>/<block_i | top>/<module>/<stat>`` (e.g.
 from __future__ import annotations
 
 import concurrent.futures
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -242,6 +243,15 @@ class HostSpectralMonitor:
     float64 on the host if you can afford it). ``workers`` background threads (NumPy's LAPACK
     releases the GIL).
 
+    **Bounded queue** (issue 24): at most ``max_pending`` measurements (a measurement = the
+    pair t, t+1) are in flight — submitted and not yet finished — so at most ``2·max_pending``
+    host copies of the params are held and the backlog at the end of training is at most
+    ``max_pending`` measurements' compute. A measurement due while the queue is full is
+    *skipped*: :meth:`wants` answers False for t and t+1 (so the trainer does not even copy the
+    params), ``skipped`` counts it, every result carries the running count under
+    ``spectral_host/skipped`` and :meth:`close` reports the total in one line. A skipped step
+    has no record (never a stale or multi-step ΔΣ).
+
     Example:
       >>> import numpy as np
       >>> mon = HostSpectralMonitor(every=10)
@@ -254,19 +264,40 @@ class HostSpectralMonitor:
 
     def __init__(self, every: int = 50, groups: Sequence[str] = DEFAULT_GROUPS,
                  split_qkv: bool = True, arrays: bool = True, dtype: Any = np.float32,
-                 workers: int = 1, name: str = "spectral_host"):
+                 workers: int = 1, max_pending: int = 2, name: str = "spectral_host"):
         if every < 2:
             raise ValueError(f"every must be ≥ 2 (t and t+1 are both copied), got {every}")
+        if max_pending < 1:
+            raise ValueError(f"max_pending (measurements in flight) must be ≥ 1, got "
+                             f"{max_pending}")
         self.every, self.groups, self.split_qkv, self.arrays = every, tuple(groups), split_qkv, arrays
-        self.dtype, self.name = dtype, name
+        self.dtype, self.name, self.max_pending = dtype, name, max_pending
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
         self._lock = threading.Lock()
         self._pending: dict[int, concurrent.futures.Future] = {}
         self._first: dict[int, dict[str, Any]] = {}
         self._done: list[tuple[int, dict[str, Any]]] = []
+        self._decided: dict[int, bool] = {}  # first steps: accepted (True) or skipped (False)
+        self._open: set[int] = set()  # accepted first steps whose measurement is not finished
+        self.skipped = 0
+        self.accepted = 0
 
     def wants(self, step: int) -> bool:
-        return step >= 0 and step % self.every in (0, 1)
+        if step < 0:
+            return False
+        r = step % self.every
+        if r == 1:  # the partner of a measurement: only if that one was accepted
+            return self._decided.get(step - 1, False)
+        if r != 0:
+            return False
+        if step not in self._decided:  # one decision per step (wants may be asked twice)
+            self._collect(block=False)
+            ok = len(self._open) < self.max_pending
+            self._decided[step] = ok
+            self.skipped += not ok
+            for old in [s for s in self._decided if s < step - 1]:
+                del self._decided[old]
+        return self._decided[step]
 
     def _compute(self, params: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -276,6 +307,10 @@ class HostSpectralMonitor:
         return out
 
     def submit(self, step: int, params: Any) -> None:
+        if step % self.every == 0:  # a measurement is in flight from its first copy on
+            self._decided[step] = True
+            self._open.add(step)
+            self.accepted += 1
         with self._lock:
             self._pending[step] = self._pool.submit(self._compute, params)
 
@@ -294,9 +329,11 @@ class HostSpectralMonitor:
                 self._first[s] = res
             elif s - 1 in self._first:
                 self._done.append((s - 1, self._finish(self._first.pop(s - 1), res)))
+                self._open.discard(s - 1)
         if block:  # a first copy whose partner never came (end of training): stats only
             for s in sorted(self._first):
                 self._done.append((s, self._finish(self._first.pop(s), None)))
+                self._open.discard(s)
 
     def _finish(self, a: dict[str, Any], b: dict[str, Any] | None) -> dict[str, Any]:
         out = {k: v for k, v in a.items() if self.arrays or k.rsplit("/", 1)[1] in SCALAR_STATS}
@@ -306,6 +343,7 @@ class HostSpectralMonitor:
                     out[k[:-3] + "/delta_sigma"] = float(delta_sigma(v.astype(np.float64),
                                                                      b[k].astype(np.float64)))
         out.update(_group_max(out, {}, np))
+        out["spectral_host/skipped"] = self.skipped
         return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
 
     def poll(self) -> list[tuple[int, dict[str, Any]]]:
@@ -316,6 +354,11 @@ class HostSpectralMonitor:
     def close(self) -> list[tuple[int, dict[str, Any]]]:
         self._collect(block=True)
         self._pool.shutdown(wait=True)
+        if self.skipped:
+            print(f"jaxspectra: host monitor {self.name!r} skipped {self.skipped} of "
+                  f"{self.skipped + self.accepted} measurements (queue full: max_pending="
+                  f"{self.max_pending}); raise every, or use the rotating device monitor",
+                  file=sys.stderr, flush=True)
         done, self._done = self._done, []
         return done
 

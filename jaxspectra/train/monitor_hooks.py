@@ -15,7 +15,13 @@
   the NumPy tree is handed to ``submit`` one step later, after the next step is dispatched, so
   the device never waits on the host. A monitor that raises (e.g. LAPACK on non-finite weights)
   is reported in one line, recorded under ``monitor_errors`` and switched off; the run goes on
-  and ends with the trainer's own verdict.
+  and ends with the trainer's own verdict. A host monitor with a bounded queue
+  (:class:`~jaxspectra.monitors.spectral.HostSpectralMonitor`, ``max_pending``) answers
+  ``wants`` False while full, so a skipped measurement costs no copy; ``HostMonitors.skipped``
+  has the counts.
+* :class:`RotatingSpectralHook` — the rotating-slice spectral monitor
+  (:mod:`jaxspectra.monitors.rotating`): Σ̂ and the one-step ΔΣ of k of the N matrices per
+  measurement, in small jitted programs queued on the device between two steps.
 """
 
 from __future__ import annotations
@@ -199,9 +205,113 @@ class HostMonitors(Hook):
         for m in list(self.monitors):
             self._emit(self._guard(m, m.poll))
 
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Measurements each bounded-queue host monitor skipped (queue full), by name — what a
+        run summary reports beside ``monitor_errors``."""
+        return {m.name: int(m.skipped) for m in self.monitors if hasattr(m, "skipped")}
+
     def close(self, info: StepInfo) -> None:
         t0 = time.perf_counter()
         self._deliver()
         for m in list(self.monitors):
             self._emit(self._guard(m, m.close))
         self.close_seconds = time.perf_counter() - t0  # the host backlog at the end
+
+
+class RotatingSpectralHook(Hook):
+    """Host hook driving the rotating-slice spectral monitor (:mod:`jaxspectra.monitors.rotating`,
+    whose docstring says what each number means and when it was measured).
+
+    On a measurement step u (``u % every == 0``, u = updates done; u = the first step is taken in
+    :meth:`start`) it dispatches the jitted spectra of slice ``s(u)`` of W_u; after the next
+    update, the same slice's spectra of W_{u+1}. Both are small programs of their own (one per
+    slice, compiled on first use) queued on the device between two steps: the train step is not
+    recompiled and the host never waits — the singular values (k × short side floats) are copied
+    to the host asynchronously and emitted under step u at the first call after they have
+    landed (``is_ready``; at the last update, whatever is left), with ΔΣ formed in float64 from
+    the pair. Works with any optimiser (it reads only the params).
+
+    Args:
+      every: measure every ``every`` updates (≥ 1); each matrix then every ``every · S``.
+      k: matrices per slice (S = ceil(N / k) slices).
+      groups, split_qkv, arrays: as :class:`~jaxspectra.monitors.spectral.SpectralMonitor`.
+      precision, solver: :func:`jaxspectra.monitors.rotating.gram_spectrum`.
+    """
+
+    flush = False
+    at_end = True
+
+    def __init__(self, every: int = 10, k: int = 12, groups: Sequence[str] | None = None,
+                 split_qkv: bool = True, arrays: bool = True, precision: str = "auto",
+                 solver: str = "eigh", name: str = "spectral_rot"):
+        from jaxspectra.monitors import rotating
+        from jaxspectra.monitors.spectral import DEFAULT_GROUPS
+
+        if every < 1 or k < 1:
+            raise ValueError(f"every and k must be ≥ 1, got every={every}, k={k}")
+        if precision not in rotating.PRECISIONS or solver not in rotating.SOLVERS:
+            raise ValueError(f"precision must be one of {list(rotating.PRECISIONS)} and solver "
+                             f"one of {list(rotating.SOLVERS)}; got {precision!r}, {solver!r}")
+        self.every, self.k, self.arrays, self.name = every, k, arrays, name
+        self.groups = tuple(groups) if groups is not None else DEFAULT_GROUPS
+        self.split_qkv, self.precision, self.solver = split_qkv, precision, solver
+        self.plan: Any = None
+        self._first: tuple[int, int, Any] | None = None  # (u, slice, device sv of W_u)
+        self._ready: list[tuple[int, int, Any, Any]] = []  # (u, slice, sv_u, sv_{u+1})
+        self.measured = 0
+
+    def due(self, step: int, end: int) -> bool:
+        return step % self.every in (0, 1 % self.every) or bool(self._ready) or step == end
+
+    def _fn(self, s: int) -> Callable:
+        from jaxspectra.monitors import rotating
+
+        return rotating.jitted_slice_spectra(self.plan, s, self.precision, self.solver)
+
+    def _measure(self, u: int, params: Any) -> None:
+        from jaxspectra.monitors import rotating
+
+        if self._first is not None and self._first[0] == u - 1:
+            t, s, sv_t = self._first
+            sv_next = self._fn(s)(params)  # the same slice, one update later
+            for leaf in jax.tree.leaves((sv_t, sv_next)):
+                leaf.copy_to_host_async()
+            self._ready.append((t, s, sv_t, sv_next))
+            self._first = None
+        s = rotating.slice_of(self.plan, self.every, u)
+        if s is not None:
+            self._first = (u, s, self._fn(s)(params))
+
+    def _emit(self, control: Any, final: bool = False) -> None:
+        from jaxspectra.monitors import rotating
+
+        if final:
+            ready, self._ready = self._ready, []
+            if self._first is not None:  # the run ended before u + 1: Σ̂ only, no ΔΣ
+                ready.append((*self._first, None))
+                self._first = None
+        else:  # only what has landed: the host never waits on the device
+            landed = [all(x.is_ready() for x in jax.tree.leaves(r[2:])) for r in self._ready]
+            ready = [r for r, ok in zip(self._ready, landed) if ok]
+            self._ready = [r for r, ok in zip(self._ready, landed) if not ok]
+        for u, s, sv_u, sv_next in ready:
+            host_u, host_next = jax.device_get((sv_u, sv_next))  # computed; host copy under way
+            control.emit(u, rotating.record(host_u, host_next, s, self.plan.n_slices,
+                                            self.arrays), "monitor")
+            self.measured += 1
+
+    def start(self, info: StepInfo) -> None:
+        from jaxspectra.monitors import rotating
+
+        self.plan = rotating.plan_slices(info.state.params, self.k, self.groups, self.split_qkv)
+        self._measure(info.step, info.state.params)
+
+    def __call__(self, info: StepInfo) -> None:
+        self._emit(info.control)
+        self._measure(info.step, info.state.params)
+        if info.step == info.end:  # the last update: emit now, before the metric files close
+            self._emit(info.control, final=True)
+
+    def close(self, info: StepInfo) -> None:  # only after an early stop is anything left
+        self._emit(info.control, final=True)

@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["spectral", "stable_rank", "heavy_tail", "grad_norms"])
+@pytest.mark.parametrize("name", ["spectral", "stable_rank", "heavy_tail", "grad_norms",
+                                  "rotating"])
 def test_docstring_examples(name):
     mod = importlib.import_module(f"jaxspectra.monitors.{name}")
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)

@@ -102,3 +102,29 @@ def test_run_dir_round_trip_and_plots(tmp_path):
 def delta_series(d):
     s = sorted(d)
     return s, [d[k] for k in s]
+
+
+def test_rotating_records_are_averaged_per_cycle():
+    """Rotating-monitor records (each matrix on its own steps, every P = 30 updates, offsets
+    0/10/20): the mean over matrices is taken per cycle of P, only over complete cycles, so the
+    onset of the whole model exists (an intersection of steps would be empty)."""
+    names = ["a", "b", "c"]
+    delta = {n: {int(t): float(_decay(t) * (1 + j)) for t in range(10 * j, 1200, 30)}
+             for j, n in enumerate(names)}
+    del delta["c"][1190 - 1190 % 30 + 20 - 30]  # c misses one cycle: that cycle is dropped
+    curves = {n: (np.array(sorted(d)), np.array([d[s] for s in sorted(d)])) for n, d in
+              delta.items()}
+    steps, mean = sosd.aligned_mean(curves)
+    assert steps[0] == 0 and np.all(np.diff(steps) % 30 == 0)
+    assert 1140 not in steps.tolist() and len(steps) == 1200 // 30 - 1
+    c0 = [delta[n][min(delta[n])] for n in names]
+    assert mean[0] == pytest.approx(np.mean(c0))
+    spectra = {n: {s: np.ones(4) for s in d} for n, d in delta.items()}
+    res = sosd.analyse(spectra, delta)
+    assert res.onset_all is not None
+    assert res.onset_all == sosd.sosd_onset(steps, mean)[0]
+    # all matrices on the same steps: the old rule (mean at the shared steps) is unchanged
+    same = {n: (np.array(STEPS), _decay(np.array(STEPS)) * (1 + j)) for j, n in enumerate(names)}
+    s2, m2 = sosd.aligned_mean(same)
+    np.testing.assert_array_equal(s2, STEPS)
+    np.testing.assert_allclose(m2, _decay(np.array(STEPS)) * 2)

@@ -166,3 +166,48 @@ def test_optax_spectral_monitor_one_step_delta():
     assert int(optax.tree.get(s3, "step")) == 2
     with pytest.raises(ValueError, match="params"):
         sp.spectral_monitor().update(g, sp.spectral_monitor().init(p))
+
+
+def test_host_monitor_bounded_queue_skips_under_a_slow_consumer(capsys):
+    """A consumer that cannot keep up (its compute blocks until released): at most
+    ``max_pending`` measurements are in flight, the rest are skipped — ``wants`` says False
+    for t and t+1, so nothing is copied — and counted in the results and at close."""
+    import threading
+
+    gate = threading.Event()
+
+    class Slow(sp.HostSpectralMonitor):
+        def _compute(self, params):
+            gate.wait(timeout=30)
+            return super()._compute(params)
+
+    p = jax.tree.map(np.asarray, _params(jax.random.PRNGKey(0)))
+    mon = Slow(every=2, max_pending=2)
+    submitted = []
+    for t in range(20):  # measurements due at 0, 2, …, 18: ten of them
+        if mon.wants(t):
+            assert mon.wants(t)  # asking twice does not change (or count) the decision
+            mon.submit(t, p)
+            submitted.append(t)
+        assert len(mon._open) <= 2 and len(mon._pending) <= 4  # the bound holds throughout
+    assert submitted == [0, 1, 2, 3]
+    assert (mon.accepted, mon.skipped) == (2, 8)
+    gate.set()
+    out = dict(mon.close())
+    assert sorted(out) == [0, 2]
+    assert out[2]["spectral_host/skipped"] == 8
+    assert "spectral/attention/block_0/o/delta_sigma" in out[0]
+    assert "skipped 8 of 10 measurements" in capsys.readouterr().err
+    # a consumer that keeps up skips nothing: the queue drains between measurements
+    fast = sp.HostSpectralMonitor(every=2, max_pending=1)
+    res = []
+    for t in range(8):
+        if fast.wants(t):
+            fast.submit(t, p)
+            if t % 2:  # both copies finished before the next measurement is due
+                fast._pending[t - 1].result(), fast._pending[t].result()
+                res += fast.poll()
+    res += fast.close()
+    assert fast.skipped == 0 and [s for s, _ in res] == [0, 2, 4, 6]
+    with pytest.raises(ValueError, match="max_pending"):
+        sp.HostSpectralMonitor(every=2, max_pending=0)
