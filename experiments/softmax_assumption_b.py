@@ -8,7 +8,7 @@ Per network, per (image, layer, head) — the unit of every statistic below:
 * **Important set** S_i: a_j ≥ 50% of the row's max (App. J.3), :func:`select_important`.
 * **Subspaces**: per head, I = the uncentred PCA of the important keys of all images (the fewest
   components with ≥ 90% of their energy), U = I⊥ in the head's key space (d_h = 16 in the full
-  preset), :func:`important_subspace_thin`.
+  preset), :func:`important_subspace`.
 * **ρ_U**: per pair the exact ρ_{U,i} = max_{x∈U} ‖K_S x‖/‖K_{S^c} x‖ (a generalised eigenvalue)
   and the paper's estimate (the max over 200 random unit x ∈ U, one draw per head); per head the
   max over images (B1 says "for each i"), and the pooled ratio of all images' rows stacked
@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspectra.theory.results import (
-    important_subspace_thin,
+    important_subspace,
     log10_kappa_J2_paper,
     log10_kappa_J2_tangent,
     rho_U_per_example,
@@ -225,7 +225,7 @@ def analyse_head(scores: np.ndarray, K: np.ndarray, V: np.ndarray, frac: float, 
                  n_vectors: int, seed: int) -> dict[str, Any]:
     """Everything App. J.3 computes for one layer-head over B images (module docstring)."""
     imp = select_important(scores, frac)
-    Q_I, Q_U = important_subspace_thin(K, imp, var)
+    Q_I, Q_U = important_subspace(K, imp, var)
     rho = rho_U_per_example(K, imp, Q_U)
     rho_s = rho_U_sampled_per_example(K, imp, Q_U, n_vectors, seed)
     rows = K[imp]

@@ -331,33 +331,18 @@ def important_subspace(K, important, var: float = 0.9) -> tuple[np.ndarray, np.n
 
     PCA here is uncentred (an SVD of the stacked important rows ``K_{i,S_i}``): I is meant to
     contain the keys themselves, not their deviations from a mean. Returns orthonormal bases
-    ``(Q_I: d×k, Q_U: d×(d-k))`` of I and U = I⊥.
+    ``(Q_I: d×k, Q_U: d×(d-k))`` of I and U = I⊥. With r ≥ d stacked rows the thin SVD's Vᵀ is
+    already d × d (a full SVD would also build an r × r factor: 2000 ViT images × 50 tokens is
+    10⁵ rows, 80 GB); with r < d the full Vᵀ is needed for U.
     """
     K = _np(K)
     check_ndim("K", K, 3, "(N, n, d) keys")
     rows = K[np.asarray(important, bool)]
-    _, s, Vt = np.linalg.svd(rows, full_matrices=True)
+    _, s, Vt = np.linalg.svd(rows, full_matrices=rows.shape[0] < K.shape[2])
     frac = np.cumsum(s**2) / np.sum(s**2)
     k = int(np.searchsorted(frac, var - 1e-12) + 1)
     return Vt[:k].T, Vt[k:].T
 
-
-
-def important_subspace_thin(K, important, var: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`important_subspace` for many important rows: the same I and U from a *thin* SVD.
-
-    With r ≥ d stacked rows the full SVD also builds an r × r U factor (2000 images × 50 tokens
-    of a ViT head: 10⁵ rows, 80 GB); the thin SVD's Vᵀ is already d × d, so the result is
-    identical at O(r d²) cost. Falls back to :func:`important_subspace` when r < d."""
-    K = _np(K)
-    check_ndim("K", K, 3, "(N, n, d) keys")
-    rows = K[np.asarray(important, bool)]
-    if rows.shape[0] < K.shape[2]:
-        return important_subspace(K, important, var)
-    _, s, Vt = np.linalg.svd(rows, full_matrices=False)
-    frac = np.cumsum(s**2) / np.sum(s**2)
-    k = int(np.searchsorted(frac, var - 1e-12) + 1)
-    return Vt[:k].T, Vt[k:].T
 
 def rho_U_exact(K, important, Q_U) -> float:
     """ρ_U of (B1) exactly: ``max_i max_{x∈U,‖x‖=1} ‖K_{i,S_i}x‖/‖K_{i,S_i^c}x‖``.
@@ -714,7 +699,7 @@ def per_example_attention_operators(params: Params, X, curvature=1.0) -> jax.Arr
 
 __all__ = [
     "assumption_b_report", "attention_separation", "corollary1_rate", "corollary1_run", "gradient_bound_22",
-    "important_subspace", "important_subspace_thin", "kappa_full_space", "lemma2_pl", "lemma3_bounds", "lemma4_constants",
+    "important_subspace", "kappa_full_space", "lemma2_pl", "lemma3_bounds", "lemma4_constants",
     "m_tilde", "per_example_attention_operators", "prop1_bounds", "prop1_counterexample",
     "prop1_kappa", "rho_U_exact", "rho_U_sampled", "select_important", "theorem1_run",
     "theorem2_bound", "value_margins", "kappa_J2_tangent", "log10_kappa_J2_paper",

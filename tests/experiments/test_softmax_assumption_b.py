@@ -69,20 +69,25 @@ def test_rho_per_example_is_the_generalised_eigenvalue_and_bounds_the_sampled_on
     assert R.rho_U_pooled(K, imp, Q_U) <= rho.max() * (1 + 1e-12)
 
 
-
-def test_thin_subspace_equals_the_full_svd_one_and_kappa_survives_overflow():
+def test_subspace_with_many_rows_equals_the_full_svd_one_and_kappa_survives_overflow():
+    """r ≥ d important rows: important_subspace's thin SVD gives the subspaces a full NumPy SVD
+    does (equal projectors; bases may differ by signs)."""
     K, _, imp = _keys(N=40, d=5)
+    rows = K[imp]
+    assert rows.shape[0] >= K.shape[2]
+    _, s, Vt = np.linalg.svd(rows, full_matrices=True)
     for var in (0.5, 0.9, 1.0):
+        k = int(np.searchsorted(np.cumsum(s**2) / np.sum(s**2), var - 1e-12) + 1)
         QI, QU = R.important_subspace(K, imp, var)
-        TI, TU = R.important_subspace_thin(K, imp, var)
-        assert TI.shape == QI.shape and TU.shape == QU.shape
-        # the same subspaces (bases may differ by signs): equal projectors
-        np.testing.assert_allclose(TI @ TI.T, QI @ QI.T, atol=1e-10)
+        assert QI.shape == (5, k) and QU.shape == (5, 5 - k)
+        np.testing.assert_allclose(QI @ QI.T, Vt[:k].T @ Vt[:k], atol=1e-10)
+        np.testing.assert_allclose(QU @ QU.T, Vt[k:].T @ Vt[k:], atol=1e-10)
     # scores spanning 400 nats: κ = e^{~800} overflows float64, its log10 does not
     s = np.array([[0.0, -200.0, -400.0, -1.0]])
     lk = R.log10_kappa_J2_tangent(s)
     assert np.isfinite(lk).all() and lk[0] <= R.log10_kappa_J2_paper(s)[0] + 1e-9
     assert R.kappa_J2_tangent(s)[0] == math.inf
+
 
 def test_rho_is_infinite_when_every_token_is_important():
     K, _, imp = _keys()
