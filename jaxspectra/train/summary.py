@@ -81,5 +81,6 @@ def run_summary(s: Any, run: Any, state: Any, control: Any, history: Any, nonfin
                 if run.peak_flops and np.isfinite(tok_s) else None),
         "devices": s.n_devices,
         "monitor_errors": hosts.errors,
+        "monitor_skipped": hosts.skipped,  # measurements a bounded host queue dropped
         "verdict": verdict(cfg, history, nonfinite.first),
     }

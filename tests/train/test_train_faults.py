@@ -209,3 +209,4 @@ def test_failing_host_monitor_does_not_end_the_run(tmp_path):
     res = train(cfg, dataset=ToyLM(), eval_dataset=ToyLM(offset=9), host_monitors=[Exploding()])
     assert res.summary["stopped"] == "completed"
     assert "LinAlgError" in res.summary["monitor_errors"]["exploding"]
+    assert res.summary["monitor_skipped"] == {}  # no bounded-queue monitor in this run
