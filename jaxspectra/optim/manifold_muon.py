@@ -69,6 +69,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxspectra import groups, linalg, matrices
@@ -84,6 +85,7 @@ __all__ = [
     "paper004_manifold_muon",
     "project_to_manifold",
     "rank_changes",
+    "robust_tolerance",
     "tangent_projector",
 ]
 
@@ -151,6 +153,41 @@ def _rms(h: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(jnp.square(h), axis=(-2, -1)))
 
 
+STOP_RULES = ("robust", "absolute")
+#: Safety factor of :func:`robust_tolerance` over the measured round-off floor of RMS(H).
+ROBUST_TOL_FACTOR = 4.0
+#: The robust rule stops a matrix whose violation exceeds BLOWUP × its best so far. Measured
+#: (float32, K = 20, α = 0.1): a converging dual ascent overshoots its first violation by ≤ 10×
+#: (G entries ~1e-2 on 48×16 and 192×64 Stiefel/oblique matrices) before the anneal brings it
+#: down; round-off amplified by an unstable dual step grows by 1e5 (1.7e-6 → 0.15).
+BLOWUP = 100.0
+#: Matrix-sign methods whose polynomial runs in bf16 (their round-off sets the violation floor).
+BF16_SIGNS = ("newton_schulz", "polar_express")
+
+
+def _check_stop_rule(stop_rule: str) -> None:
+    if stop_rule not in STOP_RULES:
+        raise ValueError(
+            f"unknown stop_rule {stop_rule!r}; expected one of {list(STOP_RULES)} ('absolute' is "
+            "the authors' RMS(H) < tol, 'robust' the library default)"
+        )
+
+
+def robust_tolerance(m: int, sign_method: str, dtype: Any = jnp.float32) -> float:
+    """Round-off floor of RMS(H), H = P(WᵀA + AᵀW), for a tall m×n bank in ``dtype``.
+
+    A computed sign carries a relative error of the unit round-off u_s of its working precision
+    (bf16 for ``newton_schulz`` / ``polar_express``, else ``dtype``), and each entry of WᵀA sums
+    m products in ``dtype`` (relative error ≈ √m·u). The floor is
+    ``ROBUST_TOL_FACTOR · (u_s + √m · u)`` — measured RMS(H) of an exactly tangent direction:
+    2e-7 (float32 ``accurate`` sign, n = 16…256, 2.4 u) and 2e-3…8e-3 (bf16 Polar Express,
+    0.5…2.1 u_bf16); the floor is 1.2e-6 / 6.7e-6 at m = 16 / 768 in float32 and 1.6e-2 in bf16.
+    """
+    u = float(jnp.finfo(dtype).eps) / 2
+    u_s = float(jnp.finfo(jnp.bfloat16).eps) / 2 if sign_method in BF16_SIGNS else u
+    return ROBUST_TOL_FACTOR * (u_s + float(np.sqrt(m)) * u)
+
+
 def dual_ascent(
     w: jax.Array,
     g: jax.Array,
@@ -163,6 +200,7 @@ def dual_ascent(
     safeguard: bool = False,
     sign_method: str = "auto",
     lam0: jax.Array | None = None,
+    stop_rule: str = "robust",
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Direction A = argmax ⟨G, A⟩ s.t. ‖A‖₂ ≤ 1, P(WᵀA + AᵀW) = 0 for a tall bank.
 
@@ -176,18 +214,34 @@ def dual_ascent(
       safeguard: return the iterate of lowest violation instead of the last one.
       sign_method: method of :func:`jaxspectra.linalg.matrix_sign` (``"auto"``: its accurate float32 route).
       lam0: initial multiplier ``(B, n, n)``; ``None`` uses Λ₀ = −¼·P(WᵀG + GᵀW).
+      stop_rule: ``"robust"`` (the library default, :func:`robust_tolerance`: keeps the iterate
+        of lowest violation; stops a matrix when RMS(H) is below ``max(tol, round-off floor)``,
+        when the dual step can no longer change G + 2W·P(Λ) above its round-off (a threshold
+        ∝ ‖G‖_F), or when the violation has grown past ``BLOWUP`` × its best) or
+        ``"absolute"`` (the authors' rule: RMS(H) < ``tol``, last iterate unless ``safeguard``).
 
     Returns:
       ``(A, violation, steps, lam)``: the direction ``(B, m, n)``, RMS(H) of A ``(B,)``, sign
       evaluations used ``(B,)`` (int32) and the multiplier Λ that produced A ``(B, n, n)``.
     """
+    _check_stop_rule(stop_rule)
+    robust = stop_rule == "robust"
     proj = tangent_projector(manifold)
-    batch = w.shape[0]
+    batch, m, n = w.shape
     wtg = mT(w) @ g
     if lam0 is None:
         lam0 = -0.25 * proj(wtg + mT(wtg))
     lam0 = lam0.astype(w.dtype)
     sel = lambda mask, a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+    keep_best = safeguard or robust
+    if robust:
+        floor = robust_tolerance(m, sign_method, w.dtype)
+        tol_v = jnp.asarray(max(tol, floor), w.dtype)
+        u_acc = float(jnp.finfo(w.dtype).eps)
+        # ‖ΔM‖_F = 2·α_k·‖P(H)‖_F = 2·α_k·n·RMS(H) (W orthonormal up to its scales) against the
+        # round-off u·‖G‖_F of M = G + 2W·P(Λ): below it the step changes nothing
+        g_norm = jnp.sqrt(jnp.sum(jnp.square(g), axis=(-2, -1)))
+        stall_v = u_acc * g_norm / (2.0 * n)
 
     def body(carry):
         k, lam, a_out, v_out, lam_out, used, done = carry
@@ -197,16 +251,24 @@ def dual_ascent(
         h = proj(wta + mT(wta))
         v = _rms(h)
         active = ~done
-        if safeguard or early_stop:
-            take = active & (v < v_out) if safeguard else active
+        best_before = v_out
+        if keep_best or early_stop:
+            take = active & (v < v_out) if keep_best else active
             a_out = sel(take, a, a_out)
             v_out = jnp.where(take, v, v_out)
             lam_out = sel(take, lam, lam_out)
         else:  # every matrix takes every iterate: skip the selects (memory traffic)
             a_out, v_out, lam_out = a, v, lam
         used = jnp.where(active, k + 1, used)
-        stop = active & (v < tol) if early_stop else jnp.zeros_like(active)
         step = (alpha * (1.0 - k / inner_steps)).astype(w.dtype)
+        if not early_stop:
+            stop = jnp.zeros_like(active)
+        elif robust:
+            stop = active & (
+                (v < tol_v) | (step * v <= stall_v) | (v > BLOWUP * best_before)
+            )
+        else:
+            stop = active & (v < tol)
         lam = sel(active & ~stop, lam - step * h, lam)
         return k + 1, lam, a_out, v_out, lam_out, used, done | stop
 
@@ -326,6 +388,7 @@ def manifold_muon(
     qkv: str = "whole",
     retraction_sign_method: str | None = None,
     weight_decay: float = 0.0,
+    stop_rule: str = "robust",
 ) -> optax.GradientTransformation:
     """Manifold Muon (paper 004, App. A) as an ``optax.GradientTransformation``.
 
@@ -342,8 +405,15 @@ def manifold_muon(
       momentum: μ of the sum-form Nesterov momentum (``optax.trace(μ, nesterov=True)``).
       inner_steps: K, maximum dual-ascent steps (20 in the paper).
       alpha: dual step size α (0.1 in the paper), annealed α(1 − k/K).
-      tol: early-stop threshold on RMS(P(WᵀA + AᵀW)) (1e-6, the authors' default).
+      tol: early-stop threshold on RMS(P(WᵀA + AᵀW)) (1e-6, the authors' default; the robust
+        rule raises it to the round-off floor :func:`robust_tolerance`).
       early_stop: stop each matrix once below ``tol`` (the authors' training path).
+      stop_rule: ``"robust"`` (default; see :func:`dual_ascent`: keeps the best iterate, a
+        tolerance at the round-off floor and ∝ ‖G‖, and a stop when the violation blows up —
+        it cannot diverge in float32) or ``"absolute"`` (the authors' RMS(H) < ``tol``; on a
+        square 16×16 Stiefel matrix whose skew(WᵀG) has a singular-value pair at 1e-3 of the
+        largest its violation grows from round-off to ~0.2 in 20 steps,
+        ``tests/optim/test_manifold_muon.py``).
       sign_method: method of :func:`jaxspectra.linalg.matrix_sign` for the inner signs and the
         polar-factor retractions (``"auto"``: its accurate float32 route,
         1e-4 or an SVD fallback).
@@ -371,6 +441,7 @@ def manifold_muon(
     check_retraction(manifold, retraction)
     _check_qkv(qkv)
     _check_sign_method(sign_method)
+    _check_stop_rule(stop_rule)
     ret_sign = sign_method if retraction_sign_method is None else retraction_sign_method
     _check_sign_method(ret_sign)
     if inner_steps < 1:
@@ -459,6 +530,7 @@ def manifold_muon(
                 safeguard=safeguard,
                 sign_method=sign_method,
                 lam0=lam0,
+                stop_rule=stop_rule,
             )
             eta = jnp.asarray(lr, w_b.dtype)
             if decay:  # decoupled: X = W − η(A + λW)
@@ -515,12 +587,19 @@ def paper004_manifold_muon(
 ) -> optax.GradientTransformation:
     """Manifold Muon with paper 004's choices (the authors' public code).
 
-    K = 20, α = 0.1, tol = 1e-6 with the per-matrix early stop, μ = 0.95 sum-form Nesterov,
+    K = 20, α = 0.1, tol = 1e-6 with the per-matrix early stop (``stop_rule="absolute"``: the
+    authors' RMS(H) < tol, last iterate kept), μ = 0.95 sum-form Nesterov,
     Polar-Express sign in bf16 (10 steps) for the inner loop and the Stiefel retraction (as their
     ``msign``), the sorted retraction (U Vᵀ)·diag(S) for DGram — exact in their code (an SVD),
     here the ``"accurate"`` polar factor (1e-4) times the Gram's sorted singular values, which is
     the same matrix without a GPU SVD — column normalisation for oblique, no safeguard, no warm
     start, a fused qkv constrained whole. ``overrides`` replace any of these keyword arguments.
+
+    The authors' behaviour, kept: with the bf16 sign as the Stiefel retraction a step at lr = 0
+    moves W (‖ΔW‖₂ ≈ 0.1 on a 64×32 matrix) and leaves ‖WᵀW − I‖₂ ≈ 1e-2 (measured in
+    ``tests/optim/test_manifold_muon.py``; the library default's float32 retraction leaves it at
+    float32 round-off); in float32 the absolute tol = 1e-6 sits at the round-off of a first
+    iterate and the dual ascent can diverge (see ``stop_rule``).
     """
     check_manifold(manifold)
     kw: dict[str, Any] = dict(
@@ -535,6 +614,7 @@ def paper004_manifold_muon(
         safeguard=False,
         warm_start=False,
         qkv="whole",
+        stop_rule="absolute",
     )
     kw.update(overrides)
     return manifold_muon(learning_rate, manifold, **kw)
