@@ -74,7 +74,7 @@ import optax
 
 from jaxspectra import groups, linalg, matrices
 from jaxspectra.matrices import mT
-from jaxspectra.optim import retractions
+from jaxspectra.optim import gram_sign, retractions
 from jaxspectra.optim.retractions import MANIFOLDS, check_manifold, check_retraction
 
 __all__ = [
@@ -165,6 +165,24 @@ BLOWUP = 100.0
 BF16_SIGNS = ("newton_schulz", "polar_express")
 
 
+INNER_SIGNS = ("matrix_sign", "gram", "gram_warm")
+#: Coefficients of the ``"gram"`` inner sign: Polar Express's 10 steps (paper 004's sign,
+#: :data:`jaxspectra.linalg.POLAR_EXPRESS_COEFFS`, the last triple repeated) plus 2 polishing
+#: steps, which float32 can afford (bf16 stops at its round-off).
+GRAM_COEFFS = tuple(linalg.POLAR_EXPRESS_COEFFS) + (linalg.POLAR_EXPRESS_COEFFS[-1],) * 4
+#: A warm-started sign whose residual max|SᵀS − I| exceeds this is recomputed cold.
+WARM_RESIDUAL = 1e-3
+
+
+def _check_inner_sign(inner_sign: str, polish_steps: int) -> None:
+    if inner_sign not in INNER_SIGNS:
+        raise ValueError(
+            f"unknown inner_sign {inner_sign!r}; expected one of {list(INNER_SIGNS)}"
+        )
+    if not 1 <= polish_steps <= 3:
+        raise ValueError(f"polish_steps must be 1, 2 or 3, got {polish_steps}")
+
+
 def _check_stop_rule(stop_rule: str) -> None:
     if stop_rule not in STOP_RULES:
         raise ValueError(
@@ -201,6 +219,8 @@ def dual_ascent(
     sign_method: str = "auto",
     lam0: jax.Array | None = None,
     stop_rule: str = "robust",
+    inner_sign: str = "matrix_sign",
+    polish_steps: int = 2,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Direction A = argmax ⟨G, A⟩ s.t. ‖A‖₂ ≤ 1, P(WᵀA + AᵀW) = 0 for a tall bank.
 
@@ -219,12 +239,26 @@ def dual_ascent(
         when the dual step can no longer change G + 2W·P(Λ) above its round-off (a threshold
         ∝ ‖G‖_F), or when the violation has grown past ``BLOWUP`` × its best) or
         ``"absolute"`` (the authors' rule: RMS(H) < ``tol``, last iterate unless ``safeguard``).
+      inner_sign: how each dual step's sign is computed (:data:`INNER_SIGNS`):
+        ``"matrix_sign"`` (:func:`jaxspectra.linalg.matrix_sign` with ``sign_method``, the
+        plain algorithm); ``"gram"`` (:func:`jaxspectra.optim.gram_sign.gram_sign`, the coupled
+        iteration on the n×n Gram in float32, Polar Express's table plus 2 polishing steps,
+        :data:`GRAM_COEFFS`: resolves σ_i/σ_1 ≳ 1e-3); ``"gram_warm"`` (``"gram"`` at the first
+        dual step, then each sign from the previous step's Q with ``polish_steps`` polishing
+        quintics, :func:`jaxspectra.optim.gram_sign.polish`; a bank where a matrix's residual
+        max|SᵀS − I| exceeds :data:`WARM_RESIDUAL` redoes the cold iteration). The warm start is
+        an approximation: X₀ = M_k·Q_{k−1} converges to sign(M_k)·R with R a rotation that is
+        first order in ‖M_k − M_{k−1}‖ (polishing fixes singular values, not R), so its
+        directions are orthonormal (the violation is measured on them) but only close to
+        the sign.
+      polish_steps: polishing steps of ``"gram_warm"`` (1–3).
 
     Returns:
       ``(A, violation, steps, lam)``: the direction ``(B, m, n)``, RMS(H) of A ``(B,)``, sign
       evaluations used ``(B,)`` (int32) and the multiplier Λ that produced A ``(B, n, n)``.
     """
     _check_stop_rule(stop_rule)
+    _check_inner_sign(inner_sign, polish_steps)
     robust = stop_rule == "robust"
     proj = tangent_projector(manifold)
     batch, m, n = w.shape
@@ -235,7 +269,9 @@ def dual_ascent(
     sel = lambda mask, a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
     keep_best = safeguard or robust
     if robust:
-        floor = robust_tolerance(m, sign_method, w.dtype)
+        floor = robust_tolerance(
+            m, sign_method if inner_sign == "matrix_sign" else "accurate", w.dtype
+        )
         tol_v = jnp.asarray(max(tol, floor), w.dtype)
         u_acc = float(jnp.finfo(w.dtype).eps)
         # ‖ΔM‖_F = 2·α_k·‖P(H)‖_F = 2·α_k·n·RMS(H) (W orthonormal up to its scales) against the
@@ -243,10 +279,22 @@ def dual_ascent(
         g_norm = jnp.sqrt(jnp.sum(jnp.square(g), axis=(-2, -1)))
         stall_v = u_acc * g_norm / (2.0 * n)
 
+    def sign_of(mat, q, k):
+        if inner_sign == "matrix_sign":
+            return linalg.matrix_sign(mat, sign_method), q
+        cold = lambda: gram_sign.gram_sign(mat, GRAM_COEFFS)[:2]  # noqa: E731
+        if inner_sign == "gram":
+            return cold()
+        s_w, q_w, res = gram_sign.polish(mat, q, polish_steps)
+        bad = (k == 0) | ~(res <= WARM_RESIDUAL)  # NaN counts as bad
+        s_c, q_c = jax.lax.cond(jnp.any(bad), cold, lambda: (s_w, q_w))
+        return sel(bad, s_c, s_w), sel(bad, q_c, q_w)
+
     def body(carry):
-        k, lam, a_out, v_out, lam_out, used, done = carry
+        k, lam, a_out, v_out, lam_out, used, done, q = carry
         lam_s = 0.5 * (lam + mT(lam))
-        a = linalg.matrix_sign(g + 2.0 * (w @ proj(lam_s)), sign_method).astype(w.dtype)
+        a, q = sign_of(g + 2.0 * (w @ proj(lam_s)), q, k)
+        a = a.astype(w.dtype)
         wta = mT(w) @ a
         h = proj(wta + mT(wta))
         v = _rms(h)
@@ -270,10 +318,10 @@ def dual_ascent(
         else:
             stop = active & (v < tol)
         lam = sel(active & ~stop, lam - step * h, lam)
-        return k + 1, lam, a_out, v_out, lam_out, used, done | stop
+        return k + 1, lam, a_out, v_out, lam_out, used, done | stop, q
 
     def cond(carry):
-        k, *_, done = carry
+        k, *_, done, _ = carry
         return (k < inner_steps) & ~jnp.all(done)
 
     init = (
@@ -284,8 +332,12 @@ def dual_ascent(
         lam0,
         jnp.zeros((batch,), jnp.int32),
         jnp.zeros((batch,), bool),
+        # the previous dual step's Q of the Gram-space sign (S = M·Q); float32 or float64
+        None if inner_sign == "matrix_sign" else jnp.zeros(
+            (batch, n, n), jnp.float64 if w.dtype == jnp.float64 else jnp.float32
+        ),
     )
-    _, _, a, v, lam, used, _ = jax.lax.while_loop(cond, body, init)
+    _, _, a, v, lam, used, _, _ = jax.lax.while_loop(cond, body, init)
     return a, v, used, lam
 
 
@@ -389,6 +441,8 @@ def manifold_muon(
     retraction_sign_method: str | None = None,
     weight_decay: float = 0.0,
     stop_rule: str = "robust",
+    inner_sign: str = "matrix_sign",
+    polish_steps: int = 2,
 ) -> optax.GradientTransformation:
     """Manifold Muon (paper 004, App. A) as an ``optax.GradientTransformation``.
 
@@ -414,6 +468,12 @@ def manifold_muon(
         square 16×16 Stiefel matrix whose skew(WᵀG) has a singular-value pair at 1e-3 of the
         largest its violation grows from round-off to ~0.2 in 20 steps,
         ``tests/optim/test_manifold_muon.py``).
+      inner_sign: ``"matrix_sign"`` (default: ``sign_method`` per dual step), ``"gram"`` (the
+        sign through the n×n Gram in float32, :mod:`jaxspectra.optim.gram_sign`: fewer FLOPs
+        for tall matrices, m ≥ 2n) or ``"gram_warm"`` (each dual step's sign polished from the
+        previous one's; approximate, see :func:`dual_ascent`). Beyond the paper; ``sign_method``
+        still sets the retraction's sign unless ``retraction_sign_method`` is given.
+      polish_steps: polishing steps of ``inner_sign="gram_warm"`` (1–3).
       sign_method: method of :func:`jaxspectra.linalg.matrix_sign` for the inner signs and the
         polar-factor retractions (``"auto"``: its accurate float32 route,
         1e-4 or an SVD fallback).
@@ -442,6 +502,7 @@ def manifold_muon(
     _check_qkv(qkv)
     _check_sign_method(sign_method)
     _check_stop_rule(stop_rule)
+    _check_inner_sign(inner_sign, polish_steps)
     ret_sign = sign_method if retraction_sign_method is None else retraction_sign_method
     _check_sign_method(ret_sign)
     if inner_steps < 1:
@@ -531,6 +592,8 @@ def manifold_muon(
                 sign_method=sign_method,
                 lam0=lam0,
                 stop_rule=stop_rule,
+                inner_sign=inner_sign,
+                polish_steps=polish_steps,
             )
             eta = jnp.asarray(lr, w_b.dtype)
             if decay:  # decoupled: X = W − η(A + λW)
