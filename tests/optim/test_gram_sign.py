@@ -72,3 +72,9 @@ def test_zero_matrix_flops_and_bad_input():
         gs.gram_sign(jnp.ones((4, 8)), PE12)
     with pytest.raises(ValueError, match="steps"):
         gs.polish(jnp.ones((8, 4)), jnp.eye(4), 0)
+
+
+def test_module_docstring_example():
+    import doctest
+
+    assert doctest.testmod(gs, raise_on_error=True).failed == 0
