@@ -13,7 +13,8 @@ One process times, on GPT-2-small's 48 Muon matrices (qkvᵀ 12×2304×768, o 12
 * the variants of issue 25 item 2 on top of paper004 (and the warm one on the default): the
   robust stop (early stops that fire), the sign through the n×n Gram (``inner_sign="gram"``),
   the Gram sign warm-started from the previous dual step (``"gram_warm"``, 2 polishing steps);
-  for DGram also paper004 with the default retraction (no eigen-solve);
+  the dual ascent of every bank in one ``while_loop`` (``one_loop=True``, same result); for
+  DGram also paper004 with the default retraction (no eigen-solve);
 * the floor of today's design: 21 bf16 Polar-Express signs of the banks.
 
 Columns: median ms, the authors' time (same run) / ours, mean sign evaluations per matrix (of
@@ -111,6 +112,8 @@ def _variants(manifold: str, lr: float) -> list[tuple[str, optax.GradientTransfo
     out = [
         ("paper004 (faithful)", paper()),
         ("paper004 + robust stop", paper(stop_rule="robust")),
+        ("paper004 + robust stop, one loop for all banks",
+         paper(stop_rule="robust", one_loop=True)),
         ("paper004 + gram sign (fp32) + robust stop", paper(inner_sign="gram", stop_rule="robust")),
         ("paper004 + gram warm (2 polish) + robust stop",
          paper(inner_sign="gram_warm", stop_rule="robust")),

@@ -40,6 +40,6 @@ def test_variants_cover_paper004_default_and_issue25_options():
     for manifold in ("stiefel", "dgram"):
         labels = [label for label, _ in bench._variants(manifold, 0.02)]
         assert labels[0] == "paper004 (faithful)"
-        for needed in ("robust stop", "gram sign", "gram warm", "default (accurate"):
+        for needed in ("robust stop", "gram sign", "gram warm", "one loop", "default (accurate"):
             assert any(needed in label for label in labels), needed
     assert "--peer-dir" in bench.main.__doc__

@@ -64,7 +64,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -81,6 +81,7 @@ __all__ = [
     "MANIFOLDS",
     "ManifoldMuonState",
     "dual_ascent",
+    "dual_ascent_banks",
     "manifold_muon",
     "paper004_manifold_muon",
     "project_to_manifold",
@@ -257,8 +258,76 @@ def dual_ascent(
       ``(A, violation, steps, lam)``: the direction ``(B, m, n)``, RMS(H) of A ``(B,)``, sign
       evaluations used ``(B,)`` (int32) and the multiplier Λ that produced A ``(B, n, n)``.
     """
+    (out,) = dual_ascent_banks(
+        [w], [g], manifold, inner_steps=inner_steps, alpha=alpha, tol=tol,
+        early_stop=early_stop, safeguard=safeguard, sign_method=sign_method,
+        lam0s=None if lam0 is None else [lam0], stop_rule=stop_rule, inner_sign=inner_sign,
+        polish_steps=polish_steps,
+    )
+    return out
+
+
+def dual_ascent_banks(
+    ws: Sequence[jax.Array],
+    gs: Sequence[jax.Array],
+    manifold: str,
+    *,
+    inner_steps: int = 20,
+    alpha: float = 0.1,
+    tol: float = 1e-6,
+    early_stop: bool = True,
+    safeguard: bool = False,
+    sign_method: str = "auto",
+    lam0s: Sequence[jax.Array | None] | None = None,
+    stop_rule: str = "robust",
+    inner_sign: str = "matrix_sign",
+    polish_steps: int = 2,
+) -> list[tuple[jax.Array, jax.Array, jax.Array, jax.Array]]:
+    """:func:`dual_ascent` of several tall banks (any shapes) in one ``lax.while_loop``.
+
+    Every bank takes the same dual steps as in its own loop (each matrix stops at its own step;
+    a stopped matrix is frozen), so the results equal per-bank :func:`dual_ascent` calls; the
+    loop runs K' = the largest step count of any matrix once instead of once per bank (one loop
+    condition, hence one device→host predicate copy, per dual step for the whole tree).
+    Arguments as :func:`dual_ascent`, per bank; returns its ``(A, violation, steps, lam)`` per
+    bank.
+    """
     _check_stop_rule(stop_rule)
     _check_inner_sign(inner_sign, polish_steps)
+    if len(ws) != len(gs) or not ws:
+        raise ValueError(f"need as many G banks as W banks (>= 1), got {len(ws)} and {len(gs)}")
+    lam0s = [None] * len(ws) if lam0s is None else list(lam0s)
+    banks = [_bank_program(w, g, l0, manifold, inner_steps=inner_steps, alpha=alpha, tol=tol,
+                           early_stop=early_stop, safeguard=safeguard, sign_method=sign_method,
+                           stop_rule=stop_rule, inner_sign=inner_sign, polish_steps=polish_steps)
+             for w, g, l0 in zip(ws, gs, lam0s)]
+
+    def advance(step, st, k):
+        if len(banks) == 1:  # the loop condition already stops a finished single bank
+            return step(st, k)
+        # a bank whose matrices have all stopped skips its sign evaluations
+        return jax.lax.cond(jnp.all(st[5]), lambda: st, lambda: step(st, k))
+
+    def body(carry):
+        k, states = carry
+        return k + 1, tuple(advance(step, st, k) for (_, step), st in zip(banks, states))
+
+    def cond(carry):
+        k, states = carry
+        all_done = jnp.all(jnp.stack([jnp.all(st[5]) for st in states]))
+        return (k < inner_steps) & ~all_done
+
+    init = (jnp.asarray(0, jnp.int32), tuple(st0 for st0, _ in banks))
+    _, states = jax.lax.while_loop(cond, body, init)
+    return [(st[1], st[2], st[4], st[3]) for st in states]
+
+
+def _bank_program(w, g, lam0, manifold, *, inner_steps, alpha, tol, early_stop, safeguard,
+                  sign_method, stop_rule, inner_sign, polish_steps):
+    """(initial state, step(state, k) -> state) of one tall bank's dual ascent.
+
+    State: ``(lam, a_out, v_out, lam_out, used, done, q)``.
+    """
     robust = stop_rule == "robust"
     proj = tangent_projector(manifold)
     batch, m, n = w.shape
@@ -290,8 +359,8 @@ def dual_ascent(
         s_c, q_c = jax.lax.cond(jnp.any(bad), cold, lambda: (s_w, q_w))
         return sel(bad, s_c, s_w), sel(bad, q_c, q_w)
 
-    def body(carry):
-        k, lam, a_out, v_out, lam_out, used, done, q = carry
+    def step_fn(state, k):
+        lam, a_out, v_out, lam_out, used, done, q = state
         lam_s = 0.5 * (lam + mT(lam))
         a, q = sign_of(g + 2.0 * (w @ proj(lam_s)), q, k)
         a = a.astype(w.dtype)
@@ -318,14 +387,9 @@ def dual_ascent(
         else:
             stop = active & (v < tol)
         lam = sel(active & ~stop, lam - step * h, lam)
-        return k + 1, lam, a_out, v_out, lam_out, used, done | stop, q
-
-    def cond(carry):
-        k, *_, done, _ = carry
-        return (k < inner_steps) & ~jnp.all(done)
+        return lam, a_out, v_out, lam_out, used, done | stop, q
 
     init = (
-        jnp.asarray(0, jnp.int32),
         lam0,
         jnp.zeros_like(w),
         jnp.full((batch,), jnp.inf, w.dtype),
@@ -337,8 +401,7 @@ def dual_ascent(
             (batch, n, n), jnp.float64 if w.dtype == jnp.float64 else jnp.float32
         ),
     )
-    _, _, a, v, lam, used, _, _ = jax.lax.while_loop(cond, body, init)
-    return a, v, used, lam
+    return init, step_fn
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,6 +506,7 @@ def manifold_muon(
     stop_rule: str = "robust",
     inner_sign: str = "matrix_sign",
     polish_steps: int = 2,
+    one_loop: bool = False,
 ) -> optax.GradientTransformation:
     """Manifold Muon (paper 004, App. A) as an ``optax.GradientTransformation``.
 
@@ -474,6 +538,8 @@ def manifold_muon(
         previous one's; approximate, see :func:`dual_ascent`). Beyond the paper; ``sign_method``
         still sets the retraction's sign unless ``retraction_sign_method`` is given.
       polish_steps: polishing steps of ``inner_sign="gram_warm"`` (1–3).
+      one_loop: run the dual ascent of every bank (matrix shape) in one ``lax.while_loop``
+        (:func:`dual_ascent_banks`; the same result) instead of one loop per bank.
       sign_method: method of :func:`jaxspectra.linalg.matrix_sign` for the inner signs and the
         polar-factor retractions (``"auto"``: its accurate float32 route,
         1e-4 or an SVD fallback).
@@ -575,26 +641,14 @@ def manifold_muon(
             prev = [lp.reshape((-1,) + lp.shape[-2:]).astype(c) for lp, c in zip(lam_prev, cdts)]
             lam_banks = matrices.to_banks(prev, plan)
 
-        def solve(w_b, g_b, lam_prev_b):
-            lam0 = None
-            if warm_start:
-                fresh = -0.25 * tangent_projector(manifold)(mT(w_b) @ g_b + mT(g_b) @ w_b)
-                lam0 = jnp.where(state.count == 0, fresh, lam_prev_b)
-            a, v, k, lam = dual_ascent(
-                w_b,
-                g_b,
-                manifold,
-                inner_steps=inner_steps,
-                alpha=alpha,
-                tol=tol,
-                early_stop=early_stop,
-                safeguard=safeguard,
-                sign_method=sign_method,
-                lam0=lam0,
-                stop_rule=stop_rule,
-                inner_sign=inner_sign,
-                polish_steps=polish_steps,
-            )
+        def start(w_b, g_b, lam_prev_b):
+            if not warm_start:
+                return None
+            fresh = -0.25 * tangent_projector(manifold)(mT(w_b) @ g_b + mT(g_b) @ w_b)
+            return jnp.where(state.count == 0, fresh, lam_prev_b)
+
+        def finish(w_b, direction):
+            a, v, k, lam = direction
             eta = jnp.asarray(lr, w_b.dtype)
             if decay:  # decoupled: X = W − η(A + λW)
                 x = w_b - eta * (a + jnp.asarray(weight_decay, w_b.dtype) * w_b)
@@ -607,12 +661,28 @@ def manifold_muon(
                 swaps = jnp.zeros(w_b.shape[:1], jnp.int32)
             return w_new, v, k, lam, swaps
 
-        results = [
-            solve(w_b, g_b, l_b)
-            for w_b, g_b, l_b in zip(
-                matrices.to_banks(w_st, plan), matrices.to_banks(g_st, plan), lam_banks
-            )
-        ]
+        dual_kw = dict(
+            inner_steps=inner_steps,
+            alpha=alpha,
+            tol=tol,
+            early_stop=early_stop,
+            safeguard=safeguard,
+            sign_method=sign_method,
+            stop_rule=stop_rule,
+            inner_sign=inner_sign,
+            polish_steps=polish_steps,
+        )
+        w_banks = matrices.to_banks(w_st, plan)
+        g_banks = matrices.to_banks(g_st, plan)
+        lam0s = [start(w_b, g_b, l_b) for w_b, g_b, l_b in zip(w_banks, g_banks, lam_banks)]
+        if one_loop:  # every bank in one while_loop (same result)
+            directions = dual_ascent_banks(w_banks, g_banks, manifold, lam0s=lam0s, **dual_kw)
+        else:
+            directions = [
+                dual_ascent(w_b, g_b, manifold, lam0=l0, **dual_kw)
+                for w_b, g_b, l0 in zip(w_banks, g_banks, lam0s)
+            ]
+        results = [finish(w_b, d) for w_b, d in zip(w_banks, directions)]
         per_leaf = matrices.from_banks(results, plan)
         new_w = [matrices.from_stack(r[0], lay) for r, lay in zip(per_leaf, lays)]
         viol = [matrices.per_matrix(r[1], lay) for r, lay in zip(per_leaf, lays)]
