@@ -204,7 +204,8 @@ def _peer_rows(peer: Any, params: dict, grads: dict, manifold: str, lr: float, q
 
 @benchmark("manifold_muon", "Manifold Muon update on GPT-2-small's 48 Muon matrices (K=20): ours "
            "(paper004, default, issue-25 variants) beside the authors' PyTorch code, one process")
-def run(quick: bool, peer_dir: str | Path | None = None) -> BenchResult:
+def run(quick: bool, peer_dir: str | Path | None = None,
+        manifolds: tuple[str, ...] = ("stiefel", "dgram")) -> BenchResult:
     n_layer, d = (2, 32) if quick else (12, 768)
     lr = 0.02
     key = jax.random.key(0)
@@ -217,7 +218,7 @@ def run(quick: bool, peer_dir: str | Path | None = None) -> BenchResult:
         except ImportError as e:  # torch missing
             peer_note = f"the authors' code could not be imported ({e}): their rows are skipped"
     rows = []
-    for manifold in ("stiefel", "dgram"):
+    for manifold in manifolds:
         params = mm.project_to_manifold(gpt2_muon_params(n_layer, d, key), manifold,
                                         sign_method="auto")
         # step 1's gradient stands in for the accumulated momentum (sum form: ~20x a gradient),
@@ -284,7 +285,7 @@ def run(quick: bool, peer_dir: str | Path | None = None) -> BenchResult:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m jaxspectra.benchmarks.bench_manifold_muon [--peer-dir DIR] [--quick]
-    [--out DIR] [--update-docs [--docs-file F]]``."""
+    [--manifold stiefel|dgram|both] [--out DIR] [--update-docs [--docs-file F]]``."""
     import argparse
 
     from .run import DEFAULT_OUT, _update_docs
@@ -293,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-dir", default=None,
                     help="folder with the authors' manifold_muon.py and msign.py")
     ap.add_argument("--quick", action="store_true", help="2 layers, d=32 (CPU sanity run)")
+    ap.add_argument("--manifold", choices=("stiefel", "dgram", "both"), default="both",
+                    help="time one manifold only (two shorter runs; the section then holds it)")
     ap.add_argument("--out", default=DEFAULT_OUT, help="output directory")
     ap.add_argument("--update-docs", action="store_true")
     ap.add_argument("--docs-file", default="docs/benchmarks.md")
@@ -301,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         load_peer(a.peer_dir)  # fail now, with the fix, if the folder is wrong
     name = "manifold_muon"
     description = REGISTRY[name][0]
-    result = run(a.quick, a.peer_dir)
+    manifolds = ("stiefel", "dgram") if a.manifold == "both" else (a.manifold,)
+    result = run(a.quick, a.peer_dir, manifolds)
     section = render(name, description, result, device_name(), quick=a.quick)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

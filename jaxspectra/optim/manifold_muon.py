@@ -31,17 +31,33 @@ result as a per-matrix loop).
 Checked numerically (float64, exact sign; ``tests/optim/test_manifold_muon.py``): for a square
 Stiefel W, Λ₀ is already exact (G + 2WΛ₀ = W·skew(WᵀG), violation ~1e-15, the early stop fires at
 step 1). ``../shared/papers/README.md`` reports that without the early stop round-off then grows
-to 0.17 within 20 steps; that is not reproduced here for even n (it stays ≤ 1e-12). For odd n,
+to 0.17 within 20 steps; that is not reproduced here in float64 for even n (it stays ≤ 1e-12),
+but it is in float32: where skew(WᵀG) has a singular-value pair at 1e-3 of the largest, the first
+iterate's round-off (~1e-6) misses tol = 1e-6 and the undamped dual step amplifies it to ~0.3 in
+20 steps (random 64×64 G with entries 2e-3 do the same: 0.19, with the bf16 sign too), hence the
+library default's robust stop below. For odd n,
 skew(WᵀG) is singular: a thin-SVD U Vᵀ without a rank threshold gives violation 2/n (0.087 at
 n = 23) from the first step, while the partial isometry of ``linalg.matrix_sign`` stays tangent.
 The dual step is not scale-invariant (α is not scaled with ‖G‖): on a 192×64 Stiefel matrix the
 violation after K = 20 is 0.11 for G entries ~1e-3, 3e-4 for ~1e-2 and 0.02 for ~1; a DGram one
 (unit columns) stays at 2.5–3.3 for entries ≤ 1 — watch the metrics below.
 
-Options beyond the paper, off by default because they change the result: ``safeguard`` returns
-the inner iterate of lowest violation; ``warm_start`` starts Λ from the previous step's Λ (over
-10 steps of a slowly varying gradient it brought a DGram matrix's K = 20 violation from 2.2 to
-0.12 at G entries ~0.1; for Stiefel it changed little).
+The library default differs from the authors' in two ways (``paper004_manifold_muon`` keeps
+theirs): the float32 ``accurate`` sign (inner loop and retraction: ‖WᵀW − I‖₂ at float32
+round-off after a step, where their bf16 sign leaves ≈ 1e-2) and ``stop_rule="robust"`` (best
+iterate kept; a tolerance at the sign's round-off floor, :func:`robust_tolerance`, and one ∝ ‖G‖
+below which a dual step cannot change G + 2W·P(Λ); a stop when the violation exceeds ``BLOWUP``
+× its best), so the dual ascent cannot diverge and its early stop fires.
+
+Options beyond the paper, off by default because they change the result or are not yet measured
+faster: ``safeguard`` returns the inner iterate of lowest violation; ``warm_start`` starts Λ from
+the previous step's Λ (over 10 steps of a slowly varying gradient it brought a DGram matrix's
+K = 20 violation from 2.2 to 0.12 at G entries ~0.1; for Stiefel it changed little);
+``inner_sign="gram"`` computes each dual step's sign through the n×n Gram
+(:mod:`jaxspectra.optim.gram_sign`, float32, the same polynomial as Polar Express: 8n³ FLOPs a
+step instead of 4mn² + 2n³), ``"gram_warm"`` polishes it from the previous dual step's
+(approximate: a rotation first order in the change of G + 2W·P(Λ)); ``one_loop=True`` runs every
+bank in one ``while_loop`` (:func:`dual_ascent_banks`, the same result).
 
 Metrics (read from the state): ``state.violation`` (RMS of H for the returned A),
 ``state.inner_steps`` (sign evaluations used) and, for the sorted DGram retraction,
