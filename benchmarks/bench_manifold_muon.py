@@ -133,18 +133,23 @@ def _variants(manifold: str, lr: float) -> list[tuple[str, optax.GradientTransfo
 # --------------------------------------------------------------------------------------------
 
 
-def load_peer(peer_dir: str | Path) -> Any:
-    """Import the authors' ``manifold_muon.py`` (which imports ``msign`` from its own folder)
-    from ``peer_dir`` under a private module name; raises with the fix when it is missing."""
+def check_peer_dir(peer_dir: str | Path) -> Path:
+    """``peer_dir`` as a Path if it holds the authors' two files, else a clear error."""
     d = Path(peer_dir)
-    f = d / "manifold_muon.py"
-    if not f.is_file() or not (d / "msign.py").is_file():
+    if not (d / "manifold_muon.py").is_file() or not (d / "msign.py").is_file():
         raise FileNotFoundError(
             f"--peer-dir {str(d)!r} must hold the authors' manifold_muon.py and msign.py: copy "
             "../shared/peers/module-wise-manifold-muon into an ignored folder of the checkout, "
             "e.g. `mkdir -p .carry/peers && cp -r ../shared/peers/module-wise-manifold-muon "
             ".carry/peers/`"
         )
+    return d
+
+
+def load_peer(peer_dir: str | Path) -> Any:
+    """Import the authors' ``manifold_muon.py`` (which imports ``msign`` from its own folder)
+    from ``peer_dir`` under a private module name; raises with the fix when it is missing."""
+    d, f = check_peer_dir(peer_dir), Path(peer_dir) / "manifold_muon.py"
     added = str(d.resolve())
     sys.path.insert(0, added)
     saved = sys.modules.pop("msign", None)
@@ -211,7 +216,9 @@ def run(quick: bool, peer_dir: str | Path | None = None,
     key = jax.random.key(0)
     peer_dir = peer_dir or os.environ.get("JAXSPECTRA_PEER_DIR")
     peer, peer_note = None, "no --peer-dir given: the authors' rows are skipped"
-    if peer_dir:
+    if peer_dir and importlib.util.find_spec("torch") is None:
+        peer_note = "PyTorch is not installed: the authors' rows are skipped"
+    elif peer_dir:
         try:
             peer = load_peer(peer_dir)
             peer_note = f"authors' code loaded from {peer_dir}"
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs-file", default="docs/benchmarks.md")
     a = ap.parse_args(argv)
     if a.peer_dir:
-        load_peer(a.peer_dir)  # fail now, with the fix, if the folder is wrong
+        check_peer_dir(a.peer_dir)  # fail now, with the fix, if the folder is wrong
     name = "manifold_muon"
     description = REGISTRY[name][0]
     manifolds = ("stiefel", "dgram") if a.manifold == "both" else (a.manifold,)

@@ -43,3 +43,43 @@ def test_variants_cover_paper004_default_and_issue25_options():
         for needed in ("robust stop", "gram sign", "gram warm", "one loop", "default (accurate"):
             assert any(needed in label for label in labels), needed
     assert "--peer-dir" in bench.main.__doc__
+
+
+def test_peer_rows_with_a_numpy_stand_in_for_torch(tmp_path, monkeypatch):
+    """The authors' timing path end to end, torch replaced by a NumPy shim (the peer returns W:
+    a step of zero length keeps W on the manifold, so the manifold error is round-off)."""
+    import types
+
+    import jax
+    import numpy as np
+
+    from jaxspectra.optim import manifold_muon as mm
+
+    class T:
+        def __init__(self, a):
+            self.a = np.asarray(a)
+            self.shape = self.a.shape
+
+        def detach(self):
+            return self
+
+        def cpu(self):
+            return self
+
+        def numpy(self):
+            return self.a
+
+    shim = types.ModuleType("torch")
+    shim.tensor = lambda x, device=None: T(x)
+    shim.stack = lambda xs: T(np.stack([x.a for x in xs]))
+    shim.cuda = types.SimpleNamespace(is_available=lambda: False, synchronize=lambda: None)
+    monkeypatch.setitem(sys.modules, "torch", shim)
+    peer = bench.load_peer(_fake_peer(tmp_path))
+    peer.manifold_muon = lambda W, G, **kw: W
+    peer.batched_manifold_muon = lambda W, G, **kw: W
+    params = mm.project_to_manifold(bench.gpt2_muon_params(1, 8, jax.random.key(0)), "stiefel",
+                                    sign_method="svd")
+    rows = bench._peer_rows(peer, params, params, "stiefel", 0.02, quick=True)
+    assert [r["variant"].split(",")[1].strip() for r in rows] == ["per matrix",
+                                                                  "batched per bank"]
+    assert all(r["ms"] > 0 and r["manifold err"] < 1e-5 for r in rows)
