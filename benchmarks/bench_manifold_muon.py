@@ -123,6 +123,7 @@ def _variants(manifold: str, lr: float) -> list[tuple[str, optax.GradientTransfo
                     paper(retraction="default", retraction_sign_method="polar_express")))
     out += [
         ("default (accurate fp32 sign, robust stop)", default()),
+        ("default + gram sign (fp32)", default(inner_sign="gram")),
         ("default + gram warm (2 polish)", default(inner_sign="gram_warm")),
     ]
     return out
