@@ -216,7 +216,7 @@ def robust_tolerance(m: int, sign_method: str, dtype: Any = jnp.float32) -> floa
     m products in ``dtype`` (relative error ≈ √m·u). The floor is
     ``ROBUST_TOL_FACTOR · (u_s + √m · u)`` — measured RMS(H) of an exactly tangent direction:
     2e-7 (float32 ``accurate`` sign, n = 16…256, 2.4 u) and 2e-3…8e-3 (bf16 Polar Express,
-    0.5…2.1 u_bf16); the floor is 1.2e-6 / 6.7e-6 at m = 16 / 768 in float32 and 1.6e-2 in bf16.
+    0.5…2.1 u_bf16); the floor is 1.2e-6 / 6.8e-6 at m = 16 / 768 in float32 and 1.6e-2 in bf16.
     """
     u = float(jnp.finfo(dtype).eps) / 2
     u_s = float(jnp.finfo(jnp.bfloat16).eps) / 2 if sign_method in BF16_SIGNS else u
