@@ -173,13 +173,15 @@ def align_rose(steps: Sequence[int], align: Sequence[float], fail_step: int | No
 
 
 def fewer_restorations(first: Sequence[int | None], horizon: int,
-                       restorations: Sequence[float], reference: float) -> Check:
-    """Adaptive MSign succeeds iff it survives 3/3 with mean restorations < ``reference``."""
+                       restorations: Sequence[float], reference: float,
+                       period: int = 100) -> Check:
+    """Adaptive MSign succeeds iff it survives 3/3 with mean restorations < ``reference`` (the
+    count of fixed MSign with ``period`` on the same targets)."""
     surv = config_survives(first, horizon)
     mean = float(np.mean(restorations)) if len(restorations) else float("nan")
     passed = surv.passed and mean < reference
     return Check("adaptive_fewer_restorations", bool(passed),
-                 f"{surv.detail}; restorations {mean:.0f} vs {reference:.0f} at P = 100")
+                 f"{surv.detail}; restorations {mean:.0f} vs {reference:.0f} at P = {period}")
 
 
 def rescaled_periods(fail_step: int, paper_fail_step: int = PAPER_FAIL_STEP,

@@ -36,7 +36,7 @@ state (``MSignState.restorations``).
 Data: ``full`` trains a byte-level BPE of ``vocab`` tokens with the ``tokenizers`` package on
 the docs corpus' training split (``$JAXSPECTRA_DATA_DIR/docs-corpus``), cached with the encoded
 tokens under ``<out>/tokenizer/``; ``smoke`` generates tokens from a random sparse bigram chain
-(no data directory) and uses a 4-layer, d = 16 model with a deliberately high learning rate.
+(no data directory) and uses a 3-layer, d = 16 model with a deliberately high learning rate.
 """
 
 from __future__ import annotations
@@ -64,14 +64,17 @@ PARTS = ("search", "rescue", "ablation")
 ABLATIONS = ("targets", "period", "adaptive")
 
 _BASE = dict(parts="search,rescue,ablation", ablations="targets,period,adaptive",
+             rescue_targets=("all_2d", "blocks"), ablation_targets=("attention", "mlp"),
              base_lr=6e-4, mults=(1.0, 2.0, 4.0, 8.0), seeds=3, fail_mult=0.0, fail_step=0,
-             period=100, grid=C.PAPER_PERIODS, sign_method="polar_express", adaptive_tau=0.5, adaptive_check=10,
+             period=100, grid=C.PAPER_PERIODS, sign_method="polar_express", adaptive_tau=0.5,
+             adaptive_check=10,
              jac_iters=20, probe_batch=2, rerun=False, seed=0, eval_batches=10)
 PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(_BASE, source="bigram", vocab=64, n_layers=4, d_model=16, n_heads=2, d_mlp=64,
-                  seq_len=32, batch_size=8, steps=100, warmup=8, monitor_every=20,
-                  base_lr=0.01, mults=(1.0, 16.0), seeds=3, period=10, jac_iters=8,
-                  grid=(100, 100_000), sign_method="svd", eval_batches=2, dtype="float32",
+    "smoke": dict(_BASE, source="bigram", vocab=64, n_layers=3, d_model=16, n_heads=2, d_mlp=64,
+                  seq_len=32, batch_size=8, steps=120, warmup=8, monitor_every=20,
+                  base_lr=0.01, mults=(1.0, 32.0), seeds=3, period=5, jac_iters=8,
+                  grid=(100_000,), rescue_targets=("all_2d",), ablation_targets=("attention",),
+                  sign_method="svd", eval_batches=2, dtype="float32",
                   rerun=True),
     "full": dict(_BASE, source="docs", vocab=8192, n_layers=24, d_model=48, n_heads=6,
                  d_mlp=192, seq_len=256, batch_size=64, steps=3000, warmup=100,
@@ -120,6 +123,12 @@ def resolve(preset: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
                          f"(≥ 4 monitor samples), got {c['monitor_every']}, {c['steps']}")
     if not 0 <= c["warmup"] < c["steps"]:
         raise ValueError(f"msign_failure: warmup must lie in [0, steps), got {c['warmup']}")
+    for key, allowed in (("rescue_targets", ("all_2d", "blocks", "attention", "mlp")),
+                         ("ablation_targets", ("attention", "mlp"))):
+        bad = [t for t in c[key] if t not in allowed]
+        if bad or not c[key]:
+            raise ValueError(f"msign_failure: {key}={','.join(c[key])!r}: choose from "
+                             f"{','.join(allowed)}")
     if c["period"] < 1:
         raise ValueError(f"msign_failure: period must be ≥ 1, got {c['period']}")
     return c
@@ -271,6 +280,44 @@ class CurveLog(Hook):
 _MONITOR_FNS: dict[Any, Any] = {}
 
 
+def _monitor_fn(module: Any, n_layers: int, probe: Any, iters: int) -> Any:
+    """The jitted, member-vmapped metrics of :class:`SpectralJacobianHook`."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxspectra import groups
+    from jaxspectra.linalg import stable_rank
+    from jaxspectra.monitors.jacobian import chain_jacobian_stats, jvp_safe, model_block_maps
+
+    early = max(1, math.ceil(n_layers / 3))
+
+    def one(params):
+        mats = [(groups.layer_index(path), x) for path, x in
+                jax.tree_util.tree_flatten_with_path(params)[0]]
+        mats = [(li, x.astype(jnp.float32)) for li, x in mats if li is not None and x.ndim == 2]
+        by_shape: dict[tuple[int, ...], list[tuple[int, jax.Array]]] = {}
+        for li, x in mats:
+            by_shape.setdefault(x.shape, []).append((li, x))
+        layer_of, logs = [], []
+        for group in by_shape.values():  # one batched SVD per shape
+            r = jax.vmap(stable_rank)(jnp.stack([x for _, x in group]))
+            logs.append(jnp.where(r > 0, jnp.log(jnp.where(r > 0, r, 1.0)), jnp.nan))
+            layer_of += [li for li, _ in group]
+        logs_a, layer_a = jnp.concatenate(logs), np.asarray(layer_of)
+        per_layer = jnp.stack([jnp.exp(jnp.nanmean(logs_a[np.flatnonzero(layer_a == i)]))
+                               for i in range(n_layers)])
+        early_log = jnp.nanmean(logs_a[np.flatnonzero(layer_a < early)])
+        mod = jvp_safe(module)
+        h0 = mod.apply(params, probe, method="embed")
+        st = chain_jacobian_stats(model_block_maps(mod, params, n_layers), h0, iters)
+        return {"srank_layer": per_layer, "srank_early": jnp.exp(early_log),
+                "mean_align": jnp.mean(st["aligns"]), "total_norm": st["total_norm"],
+                "thm42_bound": st["thm42_bound"], "block_norms": st["norms"],
+                "aligns": st["aligns"]}
+
+    return jax.jit(jax.vmap(one))
+
+
 class SpectralJacobianHook(Hook):
     """Every ``every`` steps (and before the first), per member: exact stable rank of every
     block 2-D weight, per-layer and early-layer geometric means, the Jacobian monitor's
@@ -279,45 +326,15 @@ class SpectralJacobianHook(Hook):
     at_end = True
 
     def __init__(self, module: Any, n_layers: int, probe: Any, every: int, iters: int):
-        import jax
-        import jax.numpy as jnp
-
-        from jaxspectra import groups
-        from jaxspectra.linalg import stable_rank
-        from jaxspectra.monitors.jacobian import jacobian_metrics
-
+        if n_layers < 2:
+            raise ValueError(f"the alignment monitor needs ≥ 2 layers, got n_layers={n_layers}")
         self.every = every
         self.samples: dict[int, dict[str, np.ndarray]] = {}
-        early = max(1, math.ceil(n_layers / 3))
         memo = (repr(getattr(module, "config", module)), n_layers, iters,
                 np.asarray(probe).tobytes())
-        if memo in _MONITOR_FNS:  # same model and probe in an earlier run: no recompilation
-            self._fn = _MONITOR_FNS[memo]
-            return
-
-        def one(params):
-            per_layer: list[list[jax.Array]] = [[] for _ in range(n_layers)]
-            for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
-                li = groups.layer_index(path)
-                if li is not None and x.ndim == 2:
-                    per_layer[li].append(stable_rank(x.astype(jnp.float32)))
-            logs = []
-            for ranks in per_layer:
-                r = jnp.stack(ranks)
-                logs.append(jnp.where(r > 0, jnp.log(jnp.where(r > 0, r, 1.0)), jnp.nan))
-            L = jnp.stack([jnp.exp(jnp.nanmean(v)) for v in logs])
-            e = jnp.concatenate(logs[:early])
-            m = jacobian_metrics(module, params, probe, n_layers, iters)
-            return {"srank_layer": L, "srank_early": jnp.exp(jnp.nanmean(e)),
-                    "mean_align": m["jacobian/mean_align"],
-                    "total_norm": m["jacobian/total_norm"],
-                    "thm42_bound": m["jacobian/thm42_bound"],
-                    "block_norms": jnp.stack([m[f"jacobian/block_{i}/norm"]
-                                              for i in range(n_layers)]),
-                    "aligns": jnp.stack([m[f"jacobian/block_{i}/align_next"]
-                                         for i in range(n_layers - 1)])}
-
-        self._fn = _MONITOR_FNS[memo] = jax.jit(jax.vmap(one))
+        if memo not in _MONITOR_FNS:  # same model and probe as an earlier run: no recompilation
+            _MONITOR_FNS[memo] = _monitor_fn(module, n_layers, probe, iters)
+        self._fn = _MONITOR_FNS[memo]
 
     def _take(self, step: int, params: Any) -> None:
         import jax
@@ -556,7 +573,7 @@ def part_rescue(c, out_dir, data) -> dict[str, Any]:
     checks, lines, runs = [], [], {}
     lines += ["| arm | first failure per seed | survives 3/3 | val PPL per seed | restorations |",
               "|---|---|---|---|---|"]
-    for tg in ("all_2d", "blocks"):
+    for tg in c["rescue_targets"]:
         run = train_run(c, f"rescue_{tg}_x{mult:g}", [lr], _msign_cfg(c, tg), out_dir, data)
         ck = C.config_survives(run["first_failure"], T)
         checks.append(ck._replace(name=f"MSign {tg} P={c['period']} survives"))
@@ -589,10 +606,12 @@ def part_ablation(c, out_dir, data) -> dict[str, Any]:
                      f"{'yes' if ck.passed else 'no'} | {paper} | {run['restorations']} |")
         return run, ck
 
+    paper_targets = {"attention": ("attention only", "rescues (PPL 118.6)", True),
+                     "mlp": ("MLP only", "Failed", False)}
     if "targets" in which:
-        arm("attention only", f"abl_attention_x{mult:g}", _msign_cfg(c, "attention"),
-            "rescues (PPL 118.6)", True)
-        arm("MLP only", f"abl_mlp_x{mult:g}", _msign_cfg(c, "mlp"), "Failed", False)
+        for tg in c["ablation_targets"]:
+            name, paper, expect = paper_targets[tg]
+            arm(name, f"abl_{tg}_x{mult:g}", _msign_cfg(c, tg), paper, expect)
     grid = C.rescaled_periods(fail_step, periods=c["grid"])
     if "period" in which:
         for paper_p, p in grid:
@@ -605,7 +624,8 @@ def part_ablation(c, out_dir, data) -> dict[str, Any]:
         run, _ = arm("adaptive (all 2D)", f"abl_adaptive_x{mult:g}",
                      _msign_cfg(c, "all_2d", adaptive=True), "future work", None)
         ref_n = float(np.mean(ref["restorations"]))
-        checks.append(C.fewer_restorations(run["first_failure"], T, run["restorations"], ref_n))
+        checks.append(C.fewer_restorations(run["first_failure"], T, run["restorations"], ref_n,
+                                           int(c["period"])))
     res = {"fail_mult": mult, "fail_step": fail_step, "period_grid": grid,
            "runs": {k: _run_meta(r) for k, r in runs.items()},
            "checks": [ck._asdict() for ck in checks]}
@@ -768,7 +788,7 @@ def run(preset: str, out_dir: pathlib.Path, overrides: Mapping[str, Any] | None 
               *(f"![{pathlib.Path(f).stem}]({pathlib.Path(f).relative_to(out_dir)})"
                 for f in r["figures"]), ""]
     if preset == "smoke":
-        L += ["Smoke scale (a 4-layer d = 16 model on generated bigram tokens, a deliberately "
+        L += ["Smoke scale (a 3-layer d = 16 model on generated bigram tokens, a deliberately "
               "high LR): it checks the pipeline end to end; its verdicts say nothing about "
               "the paper."]
     report = out_dir / "report.md"
