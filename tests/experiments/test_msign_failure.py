@@ -214,6 +214,7 @@ def test_bpe_data_path_and_cache(tmp_path, monkeypatch):
     assert np.array_equal(tr.shards[0], tr2.shards[0])
 
 
+@pytest.mark.slow
 def test_stable_rank_monitor_matches_numpy_svd():
     """Per-layer and early-layer stable-rank geometric means against float64 NumPy SVDs, for
     two stacked members; the alignment and Thm 4.2 outputs are finite and in range."""
