@@ -184,6 +184,19 @@ def fewer_restorations(first: Sequence[int | None], horizon: int,
                  f"{surv.detail}; restorations {mean:.0f} vs {reference:.0f} at P = {period}")
 
 
+def thm42_log10(norms: np.ndarray, aligns: np.ndarray) -> np.ndarray:
+    """log₁₀ of Theorem 4.2's (aM)ᴸ/a in float64 (``M = min_ℓ ‖J_ℓ‖``, ``a = min_ℓ Align``) for
+    ``norms [..., L]`` and ``aligns [..., L−1]``; in float32 the bound underflows to 0 for
+    L = 24 and a ≈ 0.01 (−inf when a = 0)."""
+    n = np.asarray(norms, np.float64)
+    a = np.asarray(aligns, np.float64)
+    if n.shape[:-1] != a.shape[:-1] or a.shape[-1] != n.shape[-1] - 1:
+        raise ValueError(f"need norms [..., L] and aligns [..., L-1], got {n.shape}, {a.shape}")
+    m, amin = n.min(axis=-1), a.min(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return n.shape[-1] * np.log10(amin * m) - np.log10(amin)
+
+
 def rescaled_periods(fail_step: int, paper_fail_step: int = PAPER_FAIL_STEP,
                      periods: Sequence[int] = PAPER_PERIODS) -> list[tuple[int, int]]:
     """``[(paper P, our P)]``: each period scaled by ``fail_step / paper_fail_step``, rounded,

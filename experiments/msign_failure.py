@@ -503,12 +503,15 @@ def part_search(c, out_dir, data) -> dict[str, Any]:
     fail_step = int(np.median(found[2])) if found else None
     # Fig. 2: Thm 4.2 bound beside the measured product norm and the gradient norm
     thm = []
+    log_bound = C.thm42_log10(run["block_norms"], run["aligns"])  # [samples, members]
     for i in range(len(run["members"])):
-        tn, bd = run["total_norm"][:, i], run["thm42_bound"][:, i]
-        ok = np.isfinite(tn) & np.isfinite(bd) & (tn > 0)
-        viol = int(np.sum(bd[ok] > tn[ok] * (1 + 1e-3)))
-        thm.append({"member": i, "max_bound_over_norm": float(np.max(bd[ok] / tn[ok]))
-                    if ok.any() else None, "bound_violations": viol, "samples": int(ok.sum())})
+        tn, bd = np.log10(run["total_norm"][:, i]), log_bound[:, i]
+        ok = np.isfinite(tn) & np.isfinite(bd)
+        gap = bd[ok] - tn[ok]
+        thm.append({"member": i, "max_log10_bound_over_norm": float(gap.max()) if ok.any()
+                    else None, "median_log10_bound_over_norm": float(np.median(gap))
+                    if ok.any() else None, "bound_violations": int(np.sum(gap > 1e-3)),
+                    "samples": int(ok.sum())})
     res = {"rows": rows, "fail_mult": fail_mult, "fail_step": fail_step,
            "precursors": precursors, "thm42": thm,
            "checks": [ck._asdict() for ck in checks], "run": _run_meta(run)}
@@ -520,7 +523,10 @@ def part_search(c, out_dir, data) -> dict[str, Any]:
     lines += ["", f"Failing configuration: {desc}.",
               "Theorem 4.2 bound vs measured ‖J_L⋯J_1‖₂ on the probe (bound > norm is a "
               "violation of the theorem as printed; the errata say it is false in general): " +
-              ", ".join(f"m{t['member']}: {t['bound_violations']}/{t['samples']}" for t in thm)]
+              ", ".join(f"m{t['member']}: {t['bound_violations']}/{t['samples']}" for t in thm)
+              + "; median log₁₀(bound/norm) per member: " + ", ".join(
+                  "n/a" if t["median_log10_bound_over_norm"] is None
+                  else f"{t['median_log10_bound_over_norm']:.1f}" for t in thm) + "."]
     return {"result": res, "checks": checks, "lines": lines, "figures": figs}
 
 
@@ -680,11 +686,13 @@ def _plot_search(run, c, folder: pathlib.Path, found) -> list[pathlib.Path]:
     fig.savefig(p1, dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i in idx:
-        ax.semilogy(st, run["thm42_bound"][:, i], "--", lw=1)
-        ax.semilogy(st, run["total_norm"][:, i], "-", lw=1)
-        ax.semilogy(T, run["grad_norm"][:, i], lw=0.4, alpha=0.5)
-    ax.set_title("Thm 4.2 bound (dashed), ‖J_L…J_1‖ (solid), grad norm (thin)")
+    lb = C.thm42_log10(run["block_norms"], run["aligns"])
+    for j, i in enumerate(idx):
+        ax.plot(st, lb[:, i], "--", lw=1, color=f"C{j}")
+        ax.plot(st, np.log10(run["total_norm"][:, i]), "-", lw=1, color=f"C{j}")
+        ax.plot(T, np.log10(run["grad_norm"][:, i]), lw=0.4, alpha=0.5, color=f"C{j}")
+    ax.set_ylabel("log10")
+    ax.set_title("Thm 4.2 bound (dashed), ‖J_L…J_1‖ (solid), grad norm (thin)", fontsize=9)
     ax.set_xlabel("step")
     fig.tight_layout()
     p2 = folder / "fig2_thm42.png"

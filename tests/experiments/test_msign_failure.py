@@ -144,6 +144,25 @@ def test_rescaled_periods():
         C.rescaled_periods(0)
 
 
+def test_thm42_log10_closed_form_and_monitor():
+    """The errata's counterexample (M = 2, a = 1/√2, L = 3: bound 4) and the monitor's float32
+    thm42_bound where it does not underflow; L = 24, a = 0.01 stays finite in log space."""
+    import jax.numpy as jnp
+
+    from jaxspectra.monitors.jacobian import thm42_bound
+
+    a = 1 / np.sqrt(2)
+    assert np.isclose(C.thm42_log10([2.0, 2.0, 2.0], [a, a]), np.log10(4.0))
+    rng = np.random.default_rng(0)
+    n, al = rng.uniform(1, 3, (5, 4)), rng.uniform(0.3, 1, (5, 3))
+    want = [float(thm42_bound(jnp.asarray(x), jnp.asarray(y))) for x, y in zip(n, al)]
+    np.testing.assert_allclose(10 ** C.thm42_log10(n, al), want, rtol=1e-5)
+    deep = C.thm42_log10(np.ones(24), np.full(23, 0.01))
+    assert np.isclose(deep, 24 * -2 + 2)
+    with pytest.raises(ValueError, match="L-1"):
+        C.thm42_log10(np.ones(3), np.ones(3))
+
+
 # ---- configuration, data -------------------------------------------------------------------------
 
 
