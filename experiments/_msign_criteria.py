@@ -78,13 +78,17 @@ def first_failure(grad_norm: Sequence[float], loss: Sequence[float] | None = Non
     if factor <= 1 or window < 1 or not 1 <= min_history <= window:
         raise ValueError(f"need factor > 1 and 1 ≤ min_history ≤ window, got factor={factor}, "
                          f"window={window}, min_history={min_history}")
-    for t in range(g.size):
-        if not (np.isfinite(g[t]) and np.isfinite(lo[t])):
+    bad = np.flatnonzero(~(np.isfinite(g) & np.isfinite(lo)))
+    end = int(bad[0]) if bad.size else g.size  # spikes are looked for before the first NaN
+    for t in range(min_history, min(window, end)):  # a growing window at the start
+        if g[t] > factor * np.median(g[:t]):
             return t
-        hist = g[max(0, t - window):t]
-        if hist.size >= min_history and g[t] > factor * np.median(hist):
-            return t
-    return None
+    if end > window:  # full windows g[t-window:t], t = window .. end-1, vectorised
+        med = np.median(np.lib.stride_tricks.sliding_window_view(g[:end - 1], window), axis=1)
+        hits = np.flatnonzero(g[window:end] > factor * med)
+        if hits.size:
+            return int(window + hits[0])
+    return None if end == g.size else end
 
 
 def failures(grad_norm: np.ndarray, loss: np.ndarray, **kw) -> list[int | None]:

@@ -65,6 +65,33 @@ def test_detector_rejects_bad_input():
         C.failures(np.ones(3), np.ones(3))
 
 
+def _reference_first_failure(g, loss, factor=C.FAIL_FACTOR, window=C.FAIL_WINDOW,
+                             min_history=C.FAIL_MIN_HISTORY):
+    """The module doc's rule, step by step (the vectorised detector must agree)."""
+    for t in range(len(g)):
+        if not (np.isfinite(g[t]) and np.isfinite(loss[t])):
+            return t
+        hist = g[max(0, t - window):t]
+        if len(hist) >= min_history and g[t] > factor * np.median(hist):
+            return t
+    return None
+
+
+def test_vectorised_detector_equals_the_stepwise_rule():
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        n = int(rng.integers(1, 300))
+        g = np.exp(rng.normal(0, 0.8, n))
+        loss = np.ones(n)
+        if trial % 3 == 0:
+            g[rng.integers(n)] *= 30
+        if trial % 5 == 0:
+            loss[rng.integers(n)] = np.nan
+        if trial % 7 == 0:
+            g[rng.integers(n)] = np.inf
+        assert C.first_failure(g, loss) == _reference_first_failure(g, loss), trial
+
+
 def test_failures_per_member():
     g = np.stack([_noisy(seed=1), _noisy(seed=2)], axis=1)
     g[200, 1] = 50.0
