@@ -2,7 +2,8 @@
 
 ``spec`` maps a monitor name to its options (a TOML table ``[monitors.<name>]``)::
 
-    [monitors.spectral]     every = 50, where = "host"   # or "device" (no ΔΣ on the device)
+    [monitors.spectral]     every = 50, where = "host"   # or "device" (no ΔΣ on the device),
+                                                         # or "rotating" (k matrices per step)
     [monitors.heavy_tail]   every = 500, min_tail = 10
     [monitors.attention]    every = 100, probe_batch = 4, rows = -1
     [monitors.jacobian]     every = 500, iters = 20, probe_batch = 1
@@ -25,12 +26,22 @@ from jaxspectra.monitors.jacobian import JacobianMonitor
 from jaxspectra.monitors.spectral import HostSpectralMonitor, SpectralMonitor
 
 OPTIONS: dict[str, dict[str, Any]] = {
-    "spectral": {"every": 50, "where": "host", "arrays": True, "split_qkv": True, "workers": 1},
+    "spectral": {"every": 50, "where": "host", "arrays": True, "split_qkv": True, "workers": 1,
+                 "k": 12, "solver": "eigh"},  # k, solver: where = "rotating" only
     "heavy_tail": {"every": 500, "min_tail": 10},
     "attention": {"every": 100, "probe_batch": 4, "rows": None},
     "jacobian": {"every": 500, "iters": 20, "probe_batch": 1, "early_layers": None},
     "grad_norms": {"every": 10},
 }
+
+
+def rotating_options(spec: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The spectral monitor's options when it is ``where = "rotating"`` (a host hook of the
+    trainer, :class:`jaxspectra.train.monitor_hooks.RotatingSpectralHook`), else ``None``."""
+    opts = spec.get("spectral")
+    if not opts or opts.get("where") != "rotating":
+        return None
+    return {**OPTIONS["spectral"], **opts}
 
 
 def build_monitors(spec: Mapping[str, Mapping[str, Any]], *, module: Any = None,
@@ -68,9 +79,9 @@ def build_monitors(spec: Mapping[str, Mapping[str, Any]], *, module: Any = None,
             elif o["where"] == "device":
                 device.append(SpectralMonitor(o["every"], split_qkv=o["split_qkv"],
                                               arrays=o["arrays"]))
-            else:
-                raise ValueError(f"monitors.spectral.where must be 'host' or 'device', got "
-                                 f"{o['where']!r}")
+            elif o["where"] != "rotating":  # rotating: the trainer's RotatingSpectralHook
+                raise ValueError(f"monitors.spectral.where must be 'host', 'device' or "
+                                 f"'rotating', got {o['where']!r}")
         elif name == "heavy_tail":
             device.append(HeavyTailMonitor(o["every"], o["min_tail"]))
         elif name == "attention":

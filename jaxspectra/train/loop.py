@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 
+from jaxspectra.monitors import registry
 from jaxspectra.train.builtin_hooks import (
     Checkpoint,
     Evaluate,
@@ -42,6 +43,7 @@ from jaxspectra.train.metrics import LaggedFetcher
 from jaxspectra.train.monitor_hooks import (
     HostMonitors,
     OptaxSpectralHook,
+    RotatingSpectralHook,
     as_step_hook,
     check_names,
 )
@@ -140,7 +142,11 @@ def train(cfg: Config, *, model: tuple[Any, Any] | None = None, dataset: Any = N
     log = MetricsLog(s.run_dir, cfg.train.log_every, end, enabled=main,
                      initial=run.initial_records)
     # order = close order: the hooks that emit while closing (eval, host monitors) before the log
-    all_hooks: list[Hook] = [tput, history, nonfinite, *slow, hosts]
+    rot = registry.rotating_options(cfg.monitors.enabled())
+    rotating = [] if rot is None else [RotatingSpectralHook(
+        rot["every"], rot["k"], split_qkv=rot["split_qkv"], arrays=rot["arrays"],
+        solver=rot["solver"])]
+    all_hooks: list[Hook] = [tput, history, nonfinite, *slow, hosts, *rotating]
     if cfg.monitors.spectral_every > 0:
         all_hooks.append(OptaxSpectralHook(cfg.monitors.spectral_every, eng.state_sh.opt_state))
     all_hooks.append(log)

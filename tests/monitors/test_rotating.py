@@ -275,3 +275,29 @@ def test_trainer_run_records_exact_one_step_delta_sigma(tmp_path):
     spectra, delta, _ = sosd.load_run(tmp_path / "run")
     assert set(delta) == {u.name for u in rot.plan.units}
     assert set(spectra) == set(delta)
+
+
+@pytest.mark.slow
+def test_config_where_rotating_runs_the_hook_in_the_trainer(tmp_path):
+    """``[monitors.spectral] where = "rotating"`` builds the RotatingSpectralHook in ``train``:
+    every matrix gets a one-step ΔΣ record; an unknown ``where`` names the three choices."""
+    from jaxspectra.models import get_model
+    from jaxspectra.monitors import registry
+    from jaxspectra.train.config import from_dict
+    from jaxspectra.train.loop import train
+    from jaxspectra.train.metrics import read_jsonl
+
+    d = {"run": {"dir": str(tmp_path / "run"), "seed": 0, "num_devices": 1},
+         "model": {"name": "gpt-tiny"},
+         "data": {"source": "synthetic", "batch_size": 4, "seq_len": 8, "eval_batches": 0},
+         "optim": {"name": "adamw", "learning_rate": 1e-2},
+         "train": {"steps": 5, "progress": False, "log_every": 1},
+         "checkpoint": {"every": 0, "keep": 0},
+         "monitors": {"spectral": {"every": 2, "where": "rotating", "k": 3}}}
+    model = get_model("gpt-tiny", n_layers=1, vocab_size=17, max_seq_len=8)
+    train(from_dict(d), model=model)
+    recs = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")
+            if any(k.startswith("spectral/") and "delta_sigma" in k for k in r)]
+    assert sorted({r["step"] for r in recs}) == [0, 2, 4]
+    with pytest.raises(ValueError, match="'host', 'device' or 'rotating'"):
+        registry.build_monitors({"spectral": {"every": 2, "where": "nowhere"}})

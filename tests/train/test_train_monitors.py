@@ -204,7 +204,7 @@ def test_bad_monitor_config_fails_before_compute(tmp_path):
     for mon, match in [({"attention": {"every": 5, "probe_batch": 9}},
                         r"probe_batch=9 must be in 1\.\.data\.batch_size=8"),
                        ({"spectral": {"every": 1}}, r"\[monitors\].*every must be ≥ 2"),
-                       ({"spectral": {"every": 5, "where": "gpu"}}, r"'host' or 'device'")]:
+                       ({"spectral": {"every": 5, "where": "gpu"}}, r"'host', 'device' or 'rotating'")]:
         cfg = from_dict({**base, "monitors": mon})
         with pytest.raises(ConfigError, match=match):
             train(cfg, dataset=ToyLM())
