@@ -201,7 +201,7 @@ def test_mixed_bad_input_and_zero():
     with pytest.raises(ValueError, match="chooses its own steps"):
         L.matrix_sign(jnp.ones((3, 3)), "mixed", compute_dtype=jnp.bfloat16)
     with pytest.raises(ValueError, match="rank_rtol"):
-        L.matrix_sign(jnp.ones((3, 3)), "mixed", rank_rtol=0.0)
+        L.matrix_sign(jnp.ones((3, 3), jnp.float32), "mixed", rank_rtol=0.0)
     s, fb = L.matrix_sign(jnp.zeros((2, 6, 4)), return_fallback=True)
     assert np.all(np.asarray(s) == 0) and not np.any(np.asarray(fb))
     xb = jnp.asarray(gaussian(8, 2, 16, 24), jnp.bfloat16)
