@@ -32,9 +32,10 @@ method             what it computes
                    accumulation: ≈16 mantissa bits, on tensor cores) and applied as Y ← M·Y
                    in float32 while the design's lower bound l_t < :data:`MIXED_SWITCH` (an
                    ill-conditioned iterate amplifies product round-off by 1/l_t), in bf16×3
-                   after; the last iterate's Gram gives the residual ‖SSᵀ − I‖₂ on the device
-                   for free, and failing matrices (only) fall back to ``svd`` as in
-                   ``accurate``. float64 input runs ``accurate``.
+                   after; the finishing Newton–Schulz quintic runs in float32 (it sets the final
+                   singular values: 1 ± 1e-7 instead of bf16×3's 1 ± 1e-5); then the residual
+                   ‖SSᵀ − I‖₂ (:func:`sign_error`) on the device, and failing matrices (only)
+                   fall back to ``svd`` as in ``accurate``. float64 input runs ``accurate``.
 ``auto``           ``mixed`` for ≤32-bit floats, ``accurate`` for float64 (see
                    ``benchmarks/bench_linalg.py``: ``sign_gpt2``).
 =================  ==========================================================================
@@ -112,7 +113,7 @@ MIXED_SWITCH = 0.05
 #: Express's bf16 safety factor), so round-off that pushes σ a little above the design interval
 #: cannot blow up; finishing steps are Newton–Schulz's quintic (1.875, −1.25, 0.375).
 MIXED_SAFETY = 1.01
-#: ``mixed``: the design's target 1 − f(l) (the bf16×3 Gram limits ‖SSᵀ − I‖₂ to ≈ 1e-5 anyway).
+#: ``mixed``: the design's target 1 − f(l) (float32 round-off then dominates).
 MIXED_TARGET = 1e-6
 
 
@@ -234,7 +235,8 @@ def mixed_schedule(
     triple evaluated at x/s (s = :data:`MIXED_SAFETY`), the fewest steps taking ``lower`` to
     ≥ 1 − 1e-3; then Newton–Schulz quintics (1.875, −1.25, 0.375) until
     1 − f(lower) ≤ ``target`` (cubic convergence). Returns ``(coeffs, n_f32)``: the first
-    ``n_f32`` steps have a lower bound l_t < :data:`MIXED_SWITCH` and apply M·Y in float32.
+    ``n_f32`` steps have a lower bound l_t < :data:`MIXED_SWITCH` and apply M·Y in float32
+    (the last step, always a finishing quintic, runs entirely in float32).
     """
     if not 0.0 < lower < 1.0:
         raise ValueError(f"mixed_schedule: lower must be in (0, 1), got {lower!r}")
@@ -298,21 +300,31 @@ def _mixed_sign(x: jax.Array, rank_rtol: float) -> tuple[jax.Array, jax.Array]:
     y = y / (scale + tiny)
     g = g / (jnp.square(scale) + tiny)
     hp = _precision(jnp.float32)
+    f32 = lambda m, y: _mm(m, y, hp)  # noqa: E731
+
+    def poly(g, abc):
+        return abc[0] * eye + abc[1] * g + abc[2] * _mm_x3(g, g)
 
     def step(product):
-        def body(carry, abc):
-            y, g = carry
-            m = abc[0] * eye + abc[1] * g + abc[2] * _mm_x3(g, g)
-            y = product(m, y)
-            return (y, _mm_x3(y, mT(y))), None
+        def body(y, abc):
+            return product(poly(_mm_x3(y, mT(y)), abc), y), None
 
         return body
 
     table = jnp.asarray(np.asarray(coeffs, np.float64), y.dtype)
-    (y, g), _ = lax.scan(step(lambda m, y: _mm(m, y, hp)), (y, g), table[:n_f32])
-    (y, g), _ = lax.scan(step(_mm_x3), (y, g), table[n_f32:])
-    err = _power_norm_sym(g - eye)  # the residual of the returned S from its own Gram
-    return (mT(y) if tall else y), err
+    last = len(coeffs) - 1  # ≥ 1: the design always ends with a finishing quintic
+    # step 0 reuses the scaling Gram; steps 1..last−1 form their Gram in bf16×3
+    y = (f32 if n_f32 > 0 else _mm_x3)(poly(g, table[0]), y)
+    n1 = max(n_f32, 1)
+    y, _ = lax.scan(step(f32), y, table[1:n1])
+    y, _ = lax.scan(step(_mm_x3), y, table[n1:last])
+    # the finishing step entirely in float32: its Gram's and product's round-off set the final
+    # singular values (1 − σ ≈ ½·δG_ii), so bf16×3 there would leave ‖SSᵀ − I‖₂ ≈ 1e-5
+    a, b, c = (table[last, i] for i in range(3))
+    g = _mm(y, mT(y), hp)
+    y = _mm(a * eye + b * g + c * _mm(g, g, hp), y, hp)
+    y = mT(y) if tall else y
+    return y, sign_error(y)
 
 
 def _fallback_per_matrix(
