@@ -267,16 +267,22 @@ def mixed_schedule(
 
 
 def _split_bf16(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    hi = a.astype(jnp.bfloat16)
-    return hi, (a - hi.astype(a.dtype)).astype(jnp.bfloat16)
+    """float32 ``a`` = hi + lo exactly, hi = ``a`` rounded to bf16's 8 mantissa bits (nearest,
+    ties to even) by integer arithmetic on the bits — not a float32→bf16→float32 round trip,
+    which XLA's GPU pass simplifying FP conversions under ``xla_allow_excess_precision`` may
+    delete, and lo with it; returns (hi, bf16(lo)): |lo| ≤ 2⁻⁹|a|, 16 mantissa bits in all."""
+    bits = lax.bitcast_convert_type(a.astype(jnp.float32), jnp.uint32)
+    bits = bits + jnp.uint32(0x7FFF) + ((bits >> 16) & jnp.uint32(1))
+    hi = lax.bitcast_convert_type(bits & jnp.uint32(0xFFFF0000), jnp.float32)
+    return hi.astype(jnp.bfloat16), (a - hi).astype(jnp.bfloat16)
 
 
 def _mm_x3(a: jax.Array, b: jax.Array) -> jax.Array:
     """float32 ``a @ b`` from three bf16 products (hi·hi + hi·lo + lo·hi, float32 accumulation).
 
-    Each float32 operand is split into hi = bf16(a) and lo = bf16(a − hi) (16 mantissa bits in
-    all); the dropped lo·lo term and lo's own rounding leave a relative error ≈ 2⁻¹⁶ per product
-    term — 256× below plain bf16, on bf16 tensor cores.
+    Each float32 operand is split (:func:`_split_bf16`) into hi (truncated, exact in bf16) and
+    lo = bf16(a − hi) (16 mantissa bits in all); the dropped lo·lo term and lo's rounding leave
+    a relative error ≈ 2⁻¹⁶ per product term — 256× below plain bf16, on bf16 tensor cores.
     """
     ah, al = _split_bf16(a)
     bh, bl = _split_bf16(b)

@@ -156,6 +156,16 @@ def test_mixed_schedule_design():
     assert len(coeffs) <= 13, len(coeffs)
 
 
+def test_bf16_split_by_bits_is_round_to_nearest_and_exact_to_2e17():
+    rng = np.random.default_rng(10)
+    a = rng.standard_normal(20000) * np.exp(rng.uniform(-30, 30, 20000))
+    a = jnp.asarray(np.concatenate([a, [0.0, -0.0, 1.0, -2.5]]), jnp.float32)
+    hi, lo = L._split_bf16(a)
+    np.testing.assert_array_equal(np.asarray(hi), np.asarray(a.astype(jnp.bfloat16)))  # RNE
+    rest = np.abs(np.float64(a) - np.float64(hi.astype(jnp.float32)) - np.float64(lo.astype(jnp.float32)))
+    assert np.all(rest <= 2.0**-17 * np.abs(np.float64(a)))  # |lo| ≤ 2⁻⁹|a|, lo to 8 bits
+
+
 def test_mixed_bf16x3_product_matches_float64():
     rng = np.random.default_rng(6)
     a, b = rng.standard_normal((64, 200)), rng.standard_normal((200, 48))
