@@ -264,7 +264,7 @@ def sign_gpt2(quick: bool) -> BenchResult:
     from .bench_msign import H100_STEP_MS, gpt2_params
 
     shapes = ((32, 32), (32, 96), (96, 32)) if quick else GPT2_SHAPES
-    b, n_err = (2, 1) if quick else (12, 2)  # GPT-2 small: 12 of each shape
+    b, n_err = (2, 1) if quick else (12, 1)  # GPT-2 small: 12 of each shape
     rows: list[dict] = []
     key = jax.random.PRNGKey(0)
     for m, n in shapes:
@@ -311,8 +311,7 @@ def sign_gpt2(quick: bool) -> BenchResult:
     for spectrum, method in (
         ("init", "auto"),
         ("trained", "auto"),
-        ("init", "accurate"),
-        ("trained", "accurate"),
+        ("init", "accurate"),  # the 679 ms row (random init falls back to the SVD)
         ("init", "polar_express"),
     ):
         tx = msign(period=100, targets="blocks", method=method)
