@@ -25,9 +25,28 @@ method             what it computes
                    matmuls, followed by a residual check ‖SSᵀ − I‖₂ ≤ ``tol`` per matrix; when
                    a matrix fails, that matrix (only) falls back to ``svd`` (``lax.cond`` per
                    matrix inside ``lax.map``, so the fallback costs nothing when not taken).
-``auto``           ``accurate`` (the fastest method meeting 1e-4 on the benchmark shapes; see
-                   ``benchmarks/bench_linalg.py``).
+``mixed``          the same greedy Polar-Express design, but covering every singular value above
+                   the rank threshold (σ/σ_1 > ``rank_rtol``) after dividing by ‖XXᵀ‖_F^½
+                   (≥ σ_1, so σ/scale ≥ rank_rtol/k^¼), each step's k×k polynomial
+                   M = aI + bG + cG² built from **bf16×3** products (hi/lo bf16 split, float32
+                   accumulation: ≈16 mantissa bits, on tensor cores) and applied as Y ← M·Y
+                   in float32 while the design's lower bound l_t < :data:`MIXED_SWITCH` (an
+                   ill-conditioned iterate amplifies product round-off by 1/l_t), in bf16×3
+                   after; the finishing Newton–Schulz quintic runs in float32 (it sets the final
+                   singular values: 1 ± 1e-7 instead of bf16×3's 1 ± 1e-5); then the residual
+                   ‖SSᵀ − I‖₂ (:func:`sign_error`) on the device, and failing matrices (only)
+                   fall back to ``svd`` as in ``accurate``. float64 input runs ``accurate``.
+``auto``           ``mixed`` for ≤32-bit floats, ``accurate`` for float64 (see
+                   ``benchmarks/bench_linalg.py``: ``sign_gpt2``).
 =================  ==========================================================================
+
+Why not a bf16 phase followed by float32 Newton–Schulz polishing: polishing converges to the
+polar factor of the *iterate*, whose singular vectors the bf16 phase has already perturbed (by
+≈ u_bf16/(σ_i + σ_j)); measured max-abs errors 2e-2 (init) to 2e-1 (κ = 1e4) on 128×256 against
+float64. In ``mixed`` the Gram-side polynomial only rotates the iterate by ≤ |E_ij|·|σ_i − σ_j|/
+(d_i + d_j) (E its round-off; d_i the new singular values), so bf16×3 there keeps the
+error ~1e-5, while the Y-side product must stay float32 until the iterate is well conditioned
+(bf16×3 products there: 3e-4–1e-3 at κ = 1e4; plain-bf16 Grams: 2e-3 at any κ).
 
 Polynomial methods apply an odd polynomial to every singular value, so an exactly zero singular
 value stays zero, but a small non-zero one is not thresholded: only ``svd`` (and ``accurate``,
@@ -55,7 +74,7 @@ from jax import lax
 
 from jaxspectra.matrices import mT, oriented
 
-SIGN_METHODS = ("auto", "svd", "qdwh", "newton_schulz", "polar_express", "accurate")
+SIGN_METHODS = ("auto", "svd", "qdwh", "newton_schulz", "polar_express", "accurate", "mixed")
 
 #: Muon's Newton–Schulz quintic (Jordan et al. 2024), applied 5 times.
 NEWTON_SCHULZ_COEFFS = (3.4445, -4.7750, 2.0315)
@@ -83,8 +102,19 @@ DEFAULT_STEPS = {"newton_schulz": 5, "polar_express": 10}
 #: ‖X‖_F (σ_min/σ_max ≥ ACCURATE_MIN_RATIO is guaranteed to converge without the fallback).
 ACCURATE_MIN_RATIO = 1e-4
 ACCURATE_TOL = 1e-4
-#: What ``method="auto"`` resolves to (see ``benchmarks/bench_linalg.py``).
-AUTO_METHOD = "accurate"
+#: What ``method="auto"`` resolves to for ≤32-bit input (float64: ``accurate``; see
+#: ``benchmarks/bench_linalg.py``).
+AUTO_METHOD = "mixed"
+#: ``mixed``: Y ← M·Y runs in float32 while the design's lower bound l_t is below this, in
+#: bf16×3 after (round-off amplification 1/l_t ≤ 20: 20·2⁻¹⁷ ≈ 1.5e-4 relative, on the
+#: well-conditioned directions only).
+MIXED_SWITCH = 0.05
+#: ``mixed``: each polynomial but the finishing ones is evaluated at x/MIXED_SAFETY (Polar
+#: Express's bf16 safety factor), so round-off that pushes σ a little above the design interval
+#: cannot blow up; finishing steps are Newton–Schulz's quintic (1.875, −1.25, 0.375).
+MIXED_SAFETY = 1.01
+#: ``mixed``: the design's target 1 − f(l) (float32 round-off then dominates).
+MIXED_TARGET = 1e-6
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,9 +225,145 @@ def _accurate_coefficients(k: int, target: float) -> tuple[tuple[float, float, f
     raise RuntimeError("polar express design did not converge")  # pragma: no cover
 
 
+@functools.lru_cache(maxsize=64)
+def mixed_schedule(
+    lower: float, target: float = MIXED_TARGET
+) -> tuple[tuple[tuple[float, float, float], ...], int]:
+    """The ``mixed`` route's quintics for σ/scale ∈ [lower, 1] and its float32-product step count.
+
+    Greedy Polar Express (:func:`polar_express_coefficients`) for [lower/s, 1] with every
+    triple evaluated at x/s (s = :data:`MIXED_SAFETY`), the fewest steps taking ``lower`` to
+    ≥ 1 − 1e-3; then Newton–Schulz quintics (1.875, −1.25, 0.375) until
+    1 − f(lower) ≤ ``target`` (cubic convergence). Returns ``(coeffs, n_f32)``: the first
+    ``n_f32`` steps have a lower bound l_t < :data:`MIXED_SWITCH` and apply M·Y in float32
+    (the last step, always a finishing quintic, runs entirely in float32).
+    """
+    if not 0.0 < lower < 1.0:
+        raise ValueError(f"mixed_schedule: lower must be in (0, 1), got {lower!r}")
+    s = MIXED_SAFETY
+    lo = lower / s
+    co: tuple[tuple[float, float, float], ...] = ()
+    for steps in range(1, 40):
+        raw = polar_express_coefficients(lo, steps)
+        co = tuple((a / s, b / s**3, c / s**5) for a, b, c in raw)
+        if 1.0 - composition_lower_bound(co, lower) <= 1e-3:
+            break
+    else:  # pragma: no cover
+        raise RuntimeError("mixed_schedule: the polar express design did not converge")
+    while 1.0 - composition_lower_bound(co, lower) > target:
+        co = co + ((1.875, -1.25, 0.375),)
+    n_f32, x = 0, float(lower)
+    for a, b, c in co:
+        if x >= MIXED_SWITCH:
+            break
+        n_f32 += 1
+        x = a * x + b * x**3 + c * x**5
+    return co, n_f32
+
+
 # ----------------------------------------------------------------------------------------------
 # matrix sign
 # ----------------------------------------------------------------------------------------------
+
+
+def _split_bf16(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """float32 ``a`` = hi + lo exactly, hi = ``a`` rounded to bf16's 8 mantissa bits (nearest,
+    ties to even) by integer arithmetic on the bits — not a float32→bf16→float32 round trip,
+    which XLA's GPU pass simplifying FP conversions under ``xla_allow_excess_precision`` may
+    delete, and lo with it; returns (hi, bf16(lo)): |lo| ≤ 2⁻⁹|a|, 16 mantissa bits in all."""
+    bits = lax.bitcast_convert_type(a.astype(jnp.float32), jnp.uint32)
+    bits = bits + jnp.uint32(0x7FFF) + ((bits >> 16) & jnp.uint32(1))
+    hi = lax.bitcast_convert_type(bits & jnp.uint32(0xFFFF0000), jnp.float32)
+    return hi.astype(jnp.bfloat16), (a - hi).astype(jnp.bfloat16)
+
+
+def _mm_x3(a: jax.Array, b: jax.Array) -> jax.Array:
+    """float32 ``a @ b`` from three bf16 products (hi·hi + hi·lo + lo·hi, float32 accumulation).
+
+    Each float32 operand is split (:func:`_split_bf16`) into hi (truncated, exact in bf16) and
+    lo = bf16(a − hi) (16 mantissa bits in all); the dropped lo·lo term and lo's rounding leave
+    a relative error ≈ 2⁻¹⁶ per product term — 256× below plain bf16, on bf16 tensor cores.
+    """
+    ah, al = _split_bf16(a)
+    bh, bl = _split_bf16(b)
+    d = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
+    return d(ah, bh) + (d(ah, bl) + d(al, bh))
+
+
+def _mixed_sign(x: jax.Array, rank_rtol: float) -> tuple[jax.Array, jax.Array]:
+    """The ``mixed`` route (module docstring) on float32 ``x``; returns (S, ‖SSᵀ − I‖₂)."""
+    tall = x.shape[-2] > x.shape[-1]
+    y = mT(x) if tall else x
+    k = y.shape[-2]
+    coeffs, n_f32 = mixed_schedule(float(rank_rtol) / k**0.25)
+    eye = jnp.eye(k, dtype=y.dtype)
+    tiny = jnp.finfo(y.dtype).tiny
+    fro = jnp.sqrt(jnp.sum(jnp.square(y), axis=(-2, -1), keepdims=True))
+    y = y / (fro + tiny)  # a zero matrix stays zero
+    g = _mm_x3(y, mT(y))
+    # ‖G‖_F^½ = (Σσ⁴)^¼ ≥ σ_1: after this σ_1 ≤ 1 and σ_i/σ_1 > rank_rtol ⇒ σ_i ≥ rank_rtol/k^¼
+    scale = jnp.sqrt(jnp.sqrt(jnp.sum(jnp.square(g), axis=(-2, -1), keepdims=True)))
+    y = y / (scale + tiny)
+    g = g / (jnp.square(scale) + tiny)
+    hp = _precision(jnp.float32)
+    f32 = lambda m, y: _mm(m, y, hp)  # noqa: E731
+
+    def poly(g, abc):
+        return abc[0] * eye + abc[1] * g + abc[2] * _mm_x3(g, g)
+
+    def step(product):
+        def body(y, abc):
+            return product(poly(_mm_x3(y, mT(y)), abc), y), None
+
+        return body
+
+    table = jnp.asarray(np.asarray(coeffs, np.float64), y.dtype)
+    last = len(coeffs) - 1  # ≥ 1: the design always ends with a finishing quintic
+    # step 0 reuses the scaling Gram; steps 1..last−1 form their Gram in bf16×3
+    y = (f32 if n_f32 > 0 else _mm_x3)(poly(g, table[0]), y)
+    n1 = max(n_f32, 1)
+    y, _ = lax.scan(step(f32), y, table[1:n1])
+    y, _ = lax.scan(step(_mm_x3), y, table[n1:last])
+    # the finishing step entirely in float32: its Gram's and product's round-off set the final
+    # singular values (1 − σ ≈ ½·δG_ii), so bf16×3 there would leave ‖SSᵀ − I‖₂ ≈ 1e-5
+    a, b, c = (table[last, i] for i in range(3))
+    g = _mm(y, mT(y), hp)
+    y = _mm(a * eye + b * g + c * _mm(g, g, hp), y, hp)
+    y = mT(y) if tall else y
+    return y, sign_error(y)
+
+
+def _fallback_per_matrix(
+    xd: jax.Array, s: jax.Array, err: jax.Array, tol: float, rank_rtol: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Send the matrices whose residual is not ≤ ``tol`` (NaN included) to ``svd``, only those.
+
+    ``lax.cond`` per matrix inside ``lax.map``, the whole thing behind one ``lax.cond`` on "any
+    failed", so a batch that passes pays nothing (one ill-conditioned matrix in a bank of 48
+    must not send all 48 to the SVD). Returns (S, error, fell_back).
+    """
+    failed = ~(err <= tol)
+
+    def fallback(xd, s, e):
+        bshape, mshape = xd.shape[:-2], xd.shape[-2:]
+
+        def one(args):
+            xi, si, ei, fi = args
+            return lax.cond(fi, lambda: _svd_sign(xi, rank_rtol), lambda: (si, ei))
+
+        so, eo = lax.map(
+            one,
+            (
+                xd.reshape((-1, *mshape)),
+                s.reshape((-1, *mshape)),
+                e.reshape(-1),
+                failed.reshape(-1),
+            ),
+        )
+        return so.reshape(bshape + mshape), eo.reshape(bshape)
+
+    s, err = lax.cond(jnp.any(failed), fallback, lambda xd, s, e: (s, e), xd, s, err)
+    return s, err, failed
 
 
 def _polynomial_sign(
@@ -301,7 +467,8 @@ def matrix_sign(
     rank_rtol: float | None = None,
     tol: float = ACCURATE_TOL,
     return_error: bool = False,
-) -> jax.Array | tuple[jax.Array, jax.Array]:
+    return_fallback: bool = False,
+) -> jax.Array | tuple[jax.Array, ...]:
     """Matrix sign / polar factor of ``x`` over its last two axes (paper 003, Def. 5.1, eq. 13).
 
     Args:
@@ -309,32 +476,47 @@ def matrix_sign(
         transposition (polynomial iterations run on the short side's Gram).
       method: one of :data:`SIGN_METHODS` (see the module docstring).
       steps: iteration count for ``newton_schulz`` (default 5) and ``polar_express`` (default
-        10; beyond 8 the last triple repeats). ``accurate`` picks its own.
+        10; beyond 8 the last triple repeats). ``accurate`` picks its own; ``mixed`` refuses it.
       compute_dtype: working dtype of the polynomial methods (default bf16 for
         ``newton_schulz``/``polar_express``; float32 — float64 for float64 input — for the
-        others). Matmuls in float32/64 use ``Precision.HIGHEST`` (no TF32).
-      rank_rtol: ``svd`` (and ``accurate``'s fallback) map σ_i ≤ rank_rtol·σ_1 to 0; default
-        :func:`default_rank_rtol` (4·√max(m, n)·eps).
-      tol: ``accurate``'s residual threshold on ‖SSᵀ − I‖₂ before falling back to ``svd``.
+        others). Matmuls in float32/64 use ``Precision.HIGHEST`` (no TF32). ``mixed`` fixes its
+        own precisions and refuses it.
+      rank_rtol: ``svd`` (and the fallback of ``accurate``/``mixed``) map σ_i ≤ rank_rtol·σ_1
+        to 0; ``mixed`` covers every σ_i above it. Default :func:`default_rank_rtol`.
+      tol: residual threshold on ‖SSᵀ − I‖₂ of ``accurate``/``mixed`` before a matrix falls
+        back to ``svd`` (``np.inf``: never).
       return_error: also return :func:`sign_error` per matrix (shape ``x.shape[:-2]``): ‖SSᵀ −
-        P‖₂ with P = I, or for ``svd`` the projector on the kept singular directions.
+        P‖₂ with P = I, or for ``svd`` (and fallen-back matrices) the projector on the kept
+        singular directions.
+      return_fallback: also return a bool array (shape ``x.shape[:-2]``): which matrices the
+        residual check sent to the SVD (always False for methods without a check).
 
     Returns:
-      ``S`` with ``x``'s shape and dtype, or ``(S, error)``.
+      ``S`` with ``x``'s shape and dtype, or the tuple ``(S[, error][, fell_back])``.
 
-    Under ``vmap`` the ``accurate`` route's ``lax.cond`` becomes a select (the ``svd`` fallback
-    then always runs): pass batches as leading axes instead of vmapping.
+    Under ``vmap`` the ``lax.cond`` of the fallback becomes a select (the ``svd`` fallback then
+    always runs): pass batches as leading axes instead of vmapping.
     """
     x = _check_matrix(x)
     if method not in SIGN_METHODS:
         raise ValueError(f"unknown matrix_sign method {method!r}; known: {list(SIGN_METHODS)}")
     if method == "auto":
-        method = AUTO_METHOD
+        method = "accurate" if jnp.dtype(x.dtype) == jnp.float64 else AUTO_METHOD
     if steps is not None and (int(steps) != steps or steps < 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if method == "mixed" and (steps is not None or compute_dtype is not None):
+        raise ValueError(
+            "matrix_sign(method='mixed') chooses its own steps and precisions (bf16x3 Grams, "
+            "float32 products); drop steps/compute_dtype, or use method='accurate' or "
+            "'polar_express' to set them"
+        )
+    if method == "mixed" and jnp.dtype(x.dtype) == jnp.float64:
+        method = "accurate"  # bf16 splits are meaningless at float64 precision
     if rank_rtol is None:
         rank_rtol = default_rank_rtol(x.shape, _work_dtype(x.dtype))
-    s, err = _matrix_sign_jit(
+    if method == "mixed" and not 0.0 < rank_rtol < 1.0:
+        raise ValueError(f"matrix_sign(method='mixed') needs 0 < rank_rtol < 1, got {rank_rtol}")
+    s, err, fb = _matrix_sign_jit(
         x,
         method=method,
         steps=None if steps is None else int(steps),
@@ -343,7 +525,8 @@ def matrix_sign(
         tol=float(tol),
         return_error=bool(return_error),
     )
-    return (s, err) if return_error else s
+    out = (s,) + ((err,) if return_error else ()) + ((fb,) if return_fallback else ())
+    return out[0] if len(out) == 1 else out
 
 
 @functools.partial(
@@ -359,11 +542,12 @@ def _matrix_sign_jit(
     rank_rtol: float,
     tol: float,
     return_error: bool,
-) -> tuple[jax.Array, jax.Array | None]:
+) -> tuple[jax.Array, jax.Array | None, jax.Array]:
     out_dtype = x.dtype
     work = _work_dtype(x.dtype)
     k = min(x.shape[-2], x.shape[-1])
     err = None
+    fell_back = jnp.zeros(x.shape[:-2], bool)
 
     if method in ("newton_schulz", "polar_express"):
         dtype = jnp.bfloat16 if compute_dtype is None else compute_dtype
@@ -381,43 +565,32 @@ def _matrix_sign_jit(
     elif method == "qdwh":
         dtype = work if compute_dtype is None else compute_dtype
         s = _qdwh_sign(x.astype(dtype)).astype(out_dtype)
-    else:  # accurate
-        dtype = work if compute_dtype is None else compute_dtype
-        target = 1e-7 if jnp.dtype(dtype).itemsize <= 4 else 1e-12
-        coeffs = _accurate_coefficients(k, target)
-        if steps is not None:
-            coeffs = polar_express_coefficients(ACCURATE_MIN_RATIO / (1.01 * np.sqrt(k)), steps)
-        xd = x.astype(dtype)
-        s = _polynomial_sign(xd, coeffs, dtype, 1.01)
+    else:  # accurate, mixed: a polynomial, its residual, the SVD for the matrices that fail
+        if method == "mixed":
+            xd = x.astype(jnp.float32)
+            s, err = _mixed_sign(xd, rank_rtol)
+        else:
+            dtype = work if compute_dtype is None else compute_dtype
+            target = 1e-7 if jnp.dtype(dtype).itemsize <= 4 else 1e-12
+            coeffs = _accurate_coefficients(k, target)
+            if steps is not None:
+                coeffs = polar_express_coefficients(
+                    ACCURATE_MIN_RATIO / (1.01 * np.sqrt(k)), steps
+                )
+            xd = x.astype(dtype)
+            s = _polynomial_sign(xd, coeffs, dtype, 1.01)
+            err = sign_error(s)
         # the zero matrix's sign is zero (its residual against P = 0 vanishes)
         zero = jnp.all(xd == 0, axis=(-2, -1))
-        err = jnp.where(zero, 0.0, sign_error(s))
-        bad = jnp.any(~(err <= tol))  # NaN counts as failure
-
-        def fallback(xd, s, e):
-            # per matrix: only the matrices that failed the residual check pay for an SVD (one
-            # ill-conditioned matrix in a bank of 48 must not send all 48 to the SVD)
-            bshape, mshape = xd.shape[:-2], xd.shape[-2:]
-
-            def one(args):
-                xi, si, ei = args
-                return lax.cond(
-                    ~(ei <= tol), lambda: _svd_sign(xi, rank_rtol), lambda: (si, ei)
-                )
-
-            so, eo = lax.map(
-                one, (xd.reshape((-1, *mshape)), s.reshape((-1, *mshape)), e.reshape(-1))
-            )
-            return so.reshape(bshape + mshape), eo.reshape(bshape)
-
-        s, err = lax.cond(bad, fallback, lambda xd, s, e: (s, e), xd, s, err)
+        err = jnp.where(zero, 0.0, err)
+        s, err, fell_back = _fallback_per_matrix(xd, s, err, tol, rank_rtol)
         s = s.astype(out_dtype)
 
     if not return_error:
-        return s, None
+        return s, None, fell_back
     if err is None:
         err = sign_error(s)
-    return s, err
+    return s, err, fell_back
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,8 +13,10 @@ Algorithm 1 applies it to θ *after* the base optimiser's step. As an optax tran
 
 so that ``optax.apply_updates(W, u')`` is the restored matrix R(W + u) (computed in float32 and
 cast back to the update's dtype). ``sign`` is :func:`jaxspectra.linalg.matrix_sign` (Def. 5.1:
-a partial isometry; ``method="auto"`` is its accurate route with an SVD fallback, so a
-rank-r matrix comes back with stable rank r). A zero matrix stays zero (R(0) = 0, no 0/0:
+a partial isometry; ``method="auto"`` is its ``mixed`` route — accurate to 1e-4 on every
+singular value above the rank threshold, bf16×3 Grams with float32 products, the residual checked
+on the device and an SVD fallback only for the matrices that fail it, so a rank-r matrix comes
+back with stable rank r). A zero matrix stays zero (R(0) = 0, no 0/0:
 W_Q is zero-initialised and the LR is 0 at step 0, where the first trigger fires).
 
 Targets (:func:`msign_targets`): presets ``all_2d`` (every parameter with ≥ 2 dims, embeddings
@@ -220,8 +222,9 @@ def msign(
       period: restore on steps with ``count % period == 0`` (count = updates applied so far, so
         the first update fires). Ignored when ``adaptive``.
       targets: see :func:`msign_targets`.
-      method: :func:`jaxspectra.linalg.matrix_sign` method (``"auto"``: accurate float32 route
-        with SVD fallback; ``"svd"`` is Algorithm 1 verbatim).
+      method: :func:`jaxspectra.linalg.matrix_sign` method (``"auto"``: its ``mixed`` route,
+        1e-4 with a per-matrix SVD fallback; ``"polar_express"``: bf16, ~1e-2, cheapest;
+        ``"svd"`` is Algorithm 1 verbatim).
       adaptive: restore per matrix when its stable rank falls below ``tau`` × its reference
         (checked every ``check_every`` steps; see the module docstring).
       power_iters: power-iteration steps of the adaptive stable-rank estimate.
