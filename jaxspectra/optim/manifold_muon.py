@@ -219,7 +219,12 @@ def robust_tolerance(m: int, sign_method: str, dtype: Any = jnp.float32) -> floa
     0.5…2.1 u_bf16); the floor is 1.2e-6 / 6.8e-6 at m = 16 / 768 in float32 and 1.6e-2 in bf16.
     """
     u = float(jnp.finfo(dtype).eps) / 2
-    u_s = float(jnp.finfo(jnp.bfloat16).eps) / 2 if sign_method in BF16_SIGNS else u
+    if sign_method in BF16_SIGNS:
+        u_s = float(jnp.finfo(jnp.bfloat16).eps) / 2
+    elif sign_method in ("auto", "mixed") and jnp.finfo(dtype).bits <= 32:
+        u_s = 2.0**-17  # linalg's mixed route: bf16×3 products keep ~16 bits
+    else:
+        u_s = u
     return ROBUST_TOL_FACTOR * (u_s + float(np.sqrt(m)) * u)
 
 
@@ -249,7 +254,8 @@ def dual_ascent(
       tol: early-stop threshold on RMS(H).
       early_stop: stop each matrix at the first step with RMS(H) < tol.
       safeguard: return the iterate of lowest violation instead of the last one.
-      sign_method: method of :func:`jaxspectra.linalg.matrix_sign` (``"auto"``: its accurate float32 route).
+      sign_method: method of :func:`jaxspectra.linalg.matrix_sign` (``"auto"``: its mixed-precision
+        route for float32, accurate to 1e-4; float64 input: the accurate route).
       lam0: initial multiplier ``(B, n, n)``; ``None`` uses Λ₀ = −¼·P(WᵀG + GᵀW).
       stop_rule: ``"robust"`` (the library default, :func:`robust_tolerance`: keeps the iterate
         of lowest violation; stops a matrix when RMS(H) is below ``max(tol, round-off floor)``,
@@ -557,8 +563,9 @@ def manifold_muon(
       one_loop: run the dual ascent of every bank (matrix shape) in one ``lax.while_loop``
         (:func:`dual_ascent_banks`; the same result) instead of one loop per bank.
       sign_method: method of :func:`jaxspectra.linalg.matrix_sign` for the inner signs and the
-        polar-factor retractions (``"auto"``: its accurate float32 route,
-        1e-4 or an SVD fallback).
+        polar-factor retractions (``"auto"``: its mixed-precision float32 route for the inner
+        signs, 1e-4 or an SVD fallback per matrix, and the accurate float32 route for the
+        retraction).
       retraction: ``"default"`` (fixes manifold points) or ``"sorted"`` (DGram only: the
         authors' (U Vᵀ)·diag(S)).
       safeguard: return the inner iterate of lowest violation (beyond the paper).
@@ -567,7 +574,7 @@ def manifold_muon(
       qkv: ``"whole"`` (the authors': a fused qkv is one matrix) or ``"split"`` (Q, K and V each
         constrained separately; the leaf is found by its module name ``qkv``).
       retraction_sign_method: sign method of the retraction's polar factor (``None``: same as
-        ``sign_method``). For ``retraction="sorted"``, ``"svd"`` is the authors' literal SVD;
+        ``sign_method``, except ``"auto"`` → ``"accurate"``). For ``retraction="sorted"``, ``"svd"`` is the authors' literal SVD;
         any other method uses the polar factor and the Gram's eigenvalues (no SVD).
       weight_decay: λ ≥ 0 of a decoupled decay applied *before* the retraction,
         X = W − η·(A + λ·W), W ← retract(X) (beyond the paper: the scale control paper 004 §4.2
@@ -585,7 +592,10 @@ def manifold_muon(
     _check_sign_method(sign_method)
     _check_stop_rule(stop_rule)
     _check_inner_sign(inner_sign, polish_steps)
-    ret_sign = sign_method if retraction_sign_method is None else retraction_sign_method
+    # the retraction runs once per step: by default its polar factor is the accurate float32
+    # route, so a step at lr = 0 leaves W at float32 round-off (auto's mixed route: ~1e-5)
+    ret_sign = ("accurate" if sign_method == "auto" else sign_method) \
+        if retraction_sign_method is None else retraction_sign_method
     _check_sign_method(ret_sign)
     if inner_steps < 1:
         raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
