@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True,
+          "false": False, "0": False, "no": False, "off": False}
 
 
-def _to(kind: type, value: Any) -> Any:
+def convert_value(kind: type, value: Any) -> Any:
+    """``value`` (a ``--set`` string) as ``kind``: bools from true/false/1/0/yes/no/on/off, ints
+    also from '2e1'; a non-string passes through. Raises ``ValueError`` naming what was expected."""
     if not isinstance(value, str):
         return value
     if kind is bool:
@@ -47,9 +50,9 @@ def apply_overrides(presets: Mapping[str, Mapping[str, Any]], preset: str,
         try:
             if isinstance(old, tuple) and isinstance(value, str):
                 kind = type(old[0]) if old else str
-                cfg[key] = tuple(_to(kind, v.strip()) for v in value.split(",") if v.strip())
+                cfg[key] = tuple(convert_value(kind, v.strip()) for v in value.split(",") if v.strip())
             else:
-                cfg[key] = _to(type(old), value)
+                cfg[key] = convert_value(type(old), value)
         except ValueError as err:
             shown = ",".join(map(str, old)) if isinstance(old, tuple) else old
             raise ValueError(f"override {key}={value!r}: {err}; expected "

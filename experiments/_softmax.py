@@ -58,6 +58,7 @@ from jaxspectra.theory import operators as ops
 from jaxspectra.theory import prompt_attention as pa
 
 from . import _softmax_criteria as crit
+from ._presets import convert_value
 
 # --------------------------------------------------------------------------------------------
 # Presets and overrides
@@ -109,19 +110,7 @@ def _convert(key: str, value: Any) -> Any:
             if not items:
                 raise ValueError("empty list")
             return tuple(_TUPLE_ITEM[key](t.strip()) for t in items)
-        if kind is bool:
-            low = text.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("not a boolean")
-        if kind is int:
-            f = float(text)
-            if not f.is_integer():
-                raise ValueError("not an integer")
-            return int(f)
-        return kind(text)
+        return convert_value(kind, text)
     except ValueError as err:
         example = {"tuple": "1,2,3", "bool": "true", "int": "100", "float": "0.5", "str": "softmax"}
         raise ValueError(
