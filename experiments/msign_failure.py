@@ -46,13 +46,28 @@ import dataclasses
 import json
 import math
 import pathlib
+import platform
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jaxspectra import groups
+from jaxspectra.data.datasets import LMDataset
+from jaxspectra.data.text import corpus_fingerprint, read_docs_corpus
+from jaxspectra.linalg import stable_rank
+from jaxspectra.monitors.jacobian import chain_jacobian_stats, jvp_safe, model_block_maps
+from jaxspectra.optim.msign import MSignState
+from jaxspectra.train.config import from_dict, to_dict
+from jaxspectra.train.engine import Engine
 from jaxspectra.train.hooks import Hook
+from jaxspectra.train.loop import run_loop
+from jaxspectra.train.setup import setup
+from jaxspectra.train.sweep import init_members, members_of, validate_axes
 
 from . import _msign_criteria as C
 from ._presets import apply_overrides
@@ -147,7 +162,6 @@ def model_options(c: Mapping[str, Any]) -> dict[str, Any]:
 def train_config(c: Mapping[str, Any], lrs: Sequence[float], msign: Mapping[str, Any] | None,
                  run_dir: pathlib.Path):
     """The trainer config of one vmapped run: seeds × ``lrs`` (base LR, before μP multipliers)."""
-    from jaxspectra.train.config import from_dict
 
     lrs = [float(x) for x in lrs]
     optim = {"name": "adamw", "learning_rate": lrs[0], "schedule": "linear",
@@ -193,8 +207,6 @@ def bigram_tokens(vocab: int, n: int, seed: int, fanout: int = 4) -> np.ndarray:
 def bpe_datasets(c: Mapping[str, Any], cache: pathlib.Path) -> tuple[Any, Any, dict[str, Any]]:
     """Byte-level BPE (``tokenizers``) trained on the docs corpus' train split, vocabulary
     ``c["vocab"]``; tokens of both splits cached under ``cache`` (never in the repository)."""
-    from jaxspectra.data.datasets import LMDataset
-    from jaxspectra.data.text import corpus_fingerprint, read_docs_corpus
 
     V = int(c["vocab"])
     cache.mkdir(parents=True, exist_ok=True)
@@ -236,7 +248,6 @@ def bpe_datasets(c: Mapping[str, Any], cache: pathlib.Path) -> tuple[Any, Any, d
 
 def datasets(c: Mapping[str, Any], out_dir: pathlib.Path) -> tuple[Any, Any, dict[str, Any]]:
     """``(train, val, meta)`` for the preset's ``source``."""
-    from jaxspectra.data.datasets import LMDataset
 
     if c["source"] == "bigram":
         V = int(c["vocab"])
@@ -285,12 +296,7 @@ _MONITOR_FNS: dict[Any, Any] = {}
 
 def _monitor_fn(module: Any, n_layers: int, probe: Any, iters: int) -> Any:
     """The jitted, member-vmapped metrics of :class:`SpectralJacobianHook`."""
-    import jax
-    import jax.numpy as jnp
 
-    from jaxspectra import groups
-    from jaxspectra.linalg import stable_rank
-    from jaxspectra.monitors.jacobian import chain_jacobian_stats, jvp_safe, model_block_maps
 
     early = max(1, math.ceil(n_layers / 3))
 
@@ -340,7 +346,6 @@ class SpectralJacobianHook(Hook):
         self._fn = _MONITOR_FNS[memo]
 
     def _take(self, step: int, params: Any) -> None:
-        import jax
 
         if step in self.samples:
             return
@@ -368,9 +373,7 @@ _SESSION: dict[str, dict[str, Any]] = {}  # runs trained by this process, by ide
 
 
 def _msign_restorations(opt_state: Any) -> np.ndarray | None:
-    import jax
 
-    from jaxspectra.optim.msign import MSignState
 
     found = [x for x in jax.tree_util.tree_leaves(
         opt_state, is_leaf=lambda x: isinstance(x, MSignState)) if isinstance(x, MSignState)]
@@ -381,13 +384,7 @@ def train_run(c: Mapping[str, Any], key: str, lrs: Sequence[float],
               msign: Mapping[str, Any] | None, out_dir: pathlib.Path,
               data: tuple[Any, Any, dict[str, Any]]) -> dict[str, Any]:
     """Train (or load from ``<out>/runs/<key>/``) one vmapped run; returns its arrays."""
-    import jax
 
-    from jaxspectra.train.config import to_dict
-    from jaxspectra.train.engine import Engine
-    from jaxspectra.train.loop import run_loop
-    from jaxspectra.train.setup import setup
-    from jaxspectra.train.sweep import init_members, members_of, validate_axes
 
     run_dir = out_dir / "runs" / key
     cfg = train_config(c, lrs, msign, run_dir)
@@ -747,9 +744,7 @@ def _plot_rescue(runs, c, out_dir: pathlib.Path, mult: float) -> list[pathlib.Pa
 
 def run(preset: str, out_dir: pathlib.Path, overrides: Mapping[str, Any] | None = None) -> dict:
     """Run the chosen parts (skipping finished ones), check every criterion, write report.md."""
-    import platform
 
-    import jax
 
     c = resolve(preset, overrides)
     out_dir = pathlib.Path(out_dir)
@@ -820,7 +815,6 @@ def run(preset: str, out_dir: pathlib.Path, overrides: Mapping[str, Any] | None 
 
 
 if __name__ == "__main__":  # pragma: no cover
-    import sys
 
     p = sys.argv[1] if len(sys.argv) > 1 else "smoke"
     print(json.dumps(run(p, pathlib.Path("runs/msign_failure") / p)["summary"], indent=1,

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxspectra.data.mnist import load_mnist, train_heldout_split
 from jaxspectra.models import get_model
 from jaxspectra.optim.registry import build_optimizer
 from jaxspectra.train.hooks import Hook, StepInfo
@@ -125,7 +126,6 @@ def generated_images(n: int, seed: int = 0, size: int = 28) -> np.ndarray:
 
 def load_images(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(images float32 [N, 28, 28] standardised, train_idx, held_idx)``."""
-    from jaxspectra.data.mnist import load_mnist, train_heldout_split
 
     if cfg["data"] == "mnist":
         raw, _digits = load_mnist(split="test")  # the teachers give the targets, not the digits
