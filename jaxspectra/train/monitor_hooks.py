@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspectra.monitors import rotating
+from jaxspectra.monitors.spectral import DEFAULT_GROUPS
 from jaxspectra.train.config import Config, ConfigError
 from jaxspectra.train.hooks import Hook, StepInfo
 
@@ -245,9 +247,6 @@ class RotatingSpectralHook(Hook):
     def __init__(self, every: int = 10, k: int = 12, groups: Sequence[str] | None = None,
                  split_qkv: bool = True, arrays: bool = True, precision: str = "auto",
                  solver: str = "eigh", name: str = "spectral_rot"):
-        from jaxspectra.monitors import rotating
-        from jaxspectra.monitors.spectral import DEFAULT_GROUPS
-
         if every < 1 or k < 1:
             raise ValueError(f"every and k must be ≥ 1, got every={every}, k={k}")
         if precision not in rotating.PRECISIONS or solver not in rotating.SOLVERS:
@@ -265,13 +264,9 @@ class RotatingSpectralHook(Hook):
         return step % self.every in (0, 1 % self.every) or bool(self._ready) or step == end
 
     def _fn(self, s: int) -> Callable:
-        from jaxspectra.monitors import rotating
-
         return rotating.jitted_slice_spectra(self.plan, s, self.precision, self.solver)
 
     def _measure(self, u: int, params: Any) -> None:
-        from jaxspectra.monitors import rotating
-
         if self._first is not None and self._first[0] == u - 1:
             t, s, sv_t = self._first
             sv_next = self._fn(s)(params)  # the same slice, one update later
@@ -284,8 +279,6 @@ class RotatingSpectralHook(Hook):
             self._first = (u, s, self._fn(s)(params))
 
     def _emit(self, control: Any, final: bool = False) -> None:
-        from jaxspectra.monitors import rotating
-
         if final:
             ready, self._ready = self._ready, []
             if self._first is not None:  # the run ended before u + 1: Σ̂ only, no ΔΣ
@@ -302,8 +295,6 @@ class RotatingSpectralHook(Hook):
             self.measured += 1
 
     def start(self, info: StepInfo) -> None:
-        from jaxspectra.monitors import rotating
-
         self.plan = rotating.plan_slices(info.state.params, self.k, self.groups, self.split_qkv)
         self._measure(info.step, info.state.params)
 
