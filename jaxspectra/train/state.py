@@ -106,9 +106,7 @@ def group_lr_tree(lr_groups: Mapping[str, float], params: Any) -> Any | None:
                 or f <= 0:
             raise ConfigError(f"optim.lr_groups.{g} = {f!r}: a factor must be a finite number "
                               "> 0 (leave the group out for 1.0)")
-    return jax.tree_util.tree_map_with_path(
-        lambda path, leaf: float(lr_groups.get(groups.path_group(path, len(leaf.shape)), 1.0)),
-        params)
+    return jax.tree.map(lambda g: float(lr_groups.get(g, 1.0)), groups.tree_groups(params))
 
 
 def scale_by_tree(mults: Any) -> optax.GradientTransformation:
