@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxspectra.data.mnist import load_mnist, train_heldout_split
 from jaxspectra.models import get_model
@@ -526,10 +527,9 @@ def save_params(path: pathlib.Path, teacher_params, student_params, grid, scales
     ``teacher/<path>`` and ``students/<path>`` (students stacked on a leading member axis in
     ``grid`` order), plus ``grid`` ([M, 2]: seed, η) and the teacher's q/k ``scales``. Read back
     with :func:`load_params` (App. J.3's tables are computed from these)."""
-    flat = {}
-    for prefix, tree in (("teacher", teacher_params), ("students", student_params)):
-        for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-            flat[prefix + "/" + "/".join(str(getattr(k, "key", k)) for k in kp)] = np.asarray(leaf)
+    flat = {f"{prefix}/{k}": np.asarray(v)
+            for prefix, tree in (("teacher", teacher_params), ("students", student_params))
+            for k, v in flatten_dict(tree, sep="/").items()}
     np.savez(path, grid=np.asarray(grid, np.float64), scales=np.asarray(scales), **flat)
 
 
@@ -538,15 +538,13 @@ def load_params(path: pathlib.Path, like_params) -> tuple[Any, Any, np.ndarray]:
     tree structure of ``like_params`` (one model's params, e.g. ``model.init(...)``)."""
     with np.load(path) as z:
         data = dict(z)
-    paths = [("/".join(str(getattr(k, "key", k)) for k in kp))
-             for kp, _ in jax.tree_util.tree_flatten_with_path(like_params)[0]]
-    treedef = jax.tree.structure(like_params)
-    missing = [q for q in paths if "teacher/" + q not in data]
+    keys = list(flatten_dict(like_params, sep="/"))
+    missing = [k for k in keys if "teacher/" + k not in data]
     if missing:
         raise ValueError(f"{path}: no parameters for {missing[:3]}...; the file does not match "
                          "this model configuration (same preset and --set overrides?)")
-    teacher = jax.tree.unflatten(treedef, [jnp.asarray(data["teacher/" + q]) for q in paths])
-    students = jax.tree.unflatten(treedef, [jnp.asarray(data["students/" + q]) for q in paths])
+    teacher, students = (unflatten_dict({k: jnp.asarray(data[f"{prefix}/{k}"]) for k in keys},
+                                        sep="/") for prefix in ("teacher", "students"))
     return teacher, students, data["grid"]
 
 
